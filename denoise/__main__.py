@@ -1,0 +1,3 @@
+from denoise.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Reading, validating, resampling and writing audio files.
+
+Every rule about what counts as bad input lives here, so that a batch can give each file one clear
+line: :class:`AudioError` carries that line. Shapes are always ``[channels, samples]`` float32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# What libsndfile opens by extension; anything else in a folder is not audio and is left alone.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
+     ".caf", ".w64", ".rf64", ".sd2", ".voc", ".mat"}
+)  # fmt: skip
+
+# Integer subtypes whose full scale float32 [-1, 1) represents exactly; used to keep the input's depth.
+_KEEP_SUBTYPES = frozenset({"PCM_16", "PCM_24", "PCM_32", "PCM_U8", "PCM_S8", "FLOAT", "DOUBLE"})
+
+
+class AudioError(ValueError):
+    """A file that cannot be processed; ``str(err)`` is the one-line reason shown to the user."""
+
+
+@dataclass
+class AudioFile:
+    """Decoded audio plus what is needed to write a result in the same form."""
+
+    samples: np.ndarray  # float32 [channels, samples], nominally in [-1, 1]
+    sample_rate: int  # Hz
+    format: str  # libsndfile major format, e.g. "WAV", "FLAC"
+    subtype: str  # libsndfile subtype, e.g. "PCM_16", "FLOAT"
+    notes: list[str] = field(default_factory=list)  # things the user should know (repairs made)
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def is_audio_path(path: Path) -> bool:
+    """True for names libsndfile may open (by extension; content is checked when read)."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_audio(path: str | Path) -> AudioFile:
+    """Read any file libsndfile understands as float32 ``[channels, samples]``.
+
+    Repairs that keep data are made and reported in ``notes`` (non-finite samples set to zero, a
+    header that claims more frames than the file holds). Anything else raises :class:`AudioError`.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise AudioError(f"cannot open: {err.strerror or err}") from err
+    if size == 0:
+        raise AudioError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioError("cannot open: permission denied")
+    try:
+        info = sf.info(str(path))
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        reason = str(err).split(":")[-1].strip() or "unknown format"
+        raise AudioError(f"not an audio file libsndfile can read ({reason})") from err
+    except OSError as err:
+        raise AudioError(f"cannot read: {err.strerror or err}") from err
+    notes: list[str] = []
+    if data.shape[0] == 0:
+        raise AudioError("holds no audio samples")
+    if info.frames > data.shape[0]:
+        notes.append(f"truncated: header claims {info.frames:,} samples, file holds {data.shape[0]:,}")
+    samples = np.ascontiguousarray(data.T)
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        samples[bad] = 0.0
+        notes.append(f"{int(bad.sum()):,} NaN/Inf samples set to 0")
+    return AudioFile(samples, int(rate), info.format, info.subtype, notes)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """High-quality (soxr VHQ) resampling along the last axis; returns float32."""
+    x = np.asarray(x, dtype=np.float32)
+    if sr_in == sr_out:
+        return x
+    if x.ndim == 1:
+        return soxr.resample(x, sr_in, sr_out, quality="VHQ").astype(np.float32, copy=False)
+    flat = x.reshape(-1, x.shape[-1])
+    out = soxr.resample(flat.T, sr_in, sr_out, quality="VHQ").T
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(*x.shape[:-1], -1)
+
+
+def output_subtype(source: AudioFile, container: str) -> str:
+    """The subtype a result is written with: the input's when the container can hold it."""
+    if source.subtype in _KEEP_SUBTYPES and sf.check_format(container, source.subtype):
+        return source.subtype
+    return sf.default_subtype(container)
+
+
+def to_int_range(samples: np.ndarray, subtype: str) -> tuple[np.ndarray, int]:
+    """Clip to the representable range of ``subtype`` so an integer cast never wraps around.
+
+    Returns the clipped array and the number of samples that were clipped.
+    """
+    if subtype in {"FLOAT", "DOUBLE"}:
+        return samples, 0
+    bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype, 16)
+    top = 1.0 - 2.0 ** (1 - bits)
+    clipped = int(np.count_nonzero((samples > top) | (samples < -1.0)))
+    return np.clip(samples, -1.0, top), clipped
+
+
+def write_audio(
+    path: str | Path,
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    subtype: str | None = None,
+    format: str | None = None,
+) -> int:
+    """Write ``samples`` (``[channels, samples]`` or ``[samples]``) atomically.
+
+    The data goes to a temporary file in the destination folder, which is renamed over ``path`` only
+    when complete, so an interrupted run never leaves a half-written result. Integer subtypes are
+    clipped, never wrapped. Returns the number of clipped samples.
+    """
+    path = Path(path)
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[None]
+    container = format or _container_for(path)
+    subtype = subtype or sf.default_subtype(container)
+    data, clipped = to_int_range(data, subtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, data.T, sample_rate, subtype=subtype, format=container)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return clipped
+
+
+def _container_for(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    formats = {"wave": "WAV", "oga": "OGG", "opus": "OGG", "aif": "AIFF", "aifc": "AIFF", "snd": "AU"}
+    container = formats.get(ext, ext.upper())
+    if container not in sf.available_formats():
+        raise AudioError(f"cannot write {path.suffix!r} files; choose e.g. .wav or .flac")
+    return container

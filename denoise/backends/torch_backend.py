@@ -1,0 +1,65 @@
+"""PyTorch backend: the networks of ``model/`` on CPU or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from denoise.backends import pad_to_valid
+from model import load_model, optimize_for_inference
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+    return dev
+
+
+class TorchBackend:
+    """Runs ``model.load_model(arch, weights)`` under ``torch.inference_mode``.
+
+    Args:
+        arch: "frcrn" or "gtcrn".
+        weights: manifest name, file path, "default", or None (random init; tests only).
+        device: "auto", "cpu", "cuda", "cuda:1", ...
+        precision: "fp32" (default, exact), or "bf16"/"fp16" autocast on CUDA (faster, not bit-exact).
+        threads: torch CPU threads (None keeps torch's default).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        weights: str | Path | None = "default",
+        device: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = select_device(device)
+        self.arch = arch
+        net = load_model(arch, weights, device=self.device)
+        self.net = optimize_for_inference(net)
+        self.sample_rate = int(getattr(net, "sample_rate", 16000))
+        self.hop_length = int(getattr(net, "hop_length", 256))
+        self.min_samples = int(getattr(net, "min_samples", self.hop_length))
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        self.name = f"torch:{self.device}" + ("" if self.precision == "fp32" else f":{self.precision}")
+
+    def process(self, batch: np.ndarray) -> np.ndarray:
+        length = batch.shape[-1]
+        padded = pad_to_valid(np.asarray(batch, dtype=np.float32), self.hop_length, self.min_samples)
+        x = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            y = self.net(x)
+        y = y.float().cpu().numpy()
+        if y.shape[-1] < length:  # a network may return a few samples less; keep timing aligned
+            y = np.pad(y, [(0, 0), (0, length - y.shape[-1])])
+        return y[:, :length]

@@ -1,0 +1,1 @@
+"""Subcommands of the ``denoise`` CLI; each is a thin wrapper over library functions."""

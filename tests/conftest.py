@@ -1,0 +1,28 @@
+"""Shared test helpers: where the read-only reference data lives, and how to skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``$DENOISE_SHARED`` if set, else ``../shared`` beside the repository."""
+    return Path(os.environ.get("DENOISE_SHARED", REPO.parent / "shared")).resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared folder; skips the calling test with a clear reason if absent."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data {path} is absent (set DENOISE_SHARED or place ../shared)")
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_path()
