@@ -7,6 +7,7 @@ line: :class:`AudioError` carries that line. Shapes are always ``[channels, samp
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +67,12 @@ def read_audio(path: str | Path) -> AudioFile:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as err:
         raise AudioError(f"cannot open: {err.strerror or err}") from err
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device named .wav would block or never end
+        raise AudioError("not a regular file")
+    if st.st_size == 0:
         raise AudioError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError("cannot open: permission denied")

@@ -30,15 +30,20 @@ class ModelDefaults:
     """Per-architecture engine defaults (the networks' own STFT facts live in ``model/``)."""
 
     chunk_seconds: float
+    # Context a chunk sees before its output is used: recurrent state needs time to settle.
+    preroll_seconds: float
     # RMS level (dBFS) the network was trained at; None = feed the input as it is.
     working_level_dbfs: float | None
 
 
+PREROLL_GTCRN = 4.0
+
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     # 10 s chunks keep FRCRN's peak memory near 1 GB on CPU; ModelScope trains at -25 dBFS.
-    "frcrn": ModelDefaults(chunk_seconds=10.0, working_level_dbfs=-25.0),
-    # GTCRN is tiny; long chunks mean fewer seams. Its official inference feeds raw input.
-    "gtcrn": ModelDefaults(chunk_seconds=30.0, working_level_dbfs=None),
+    "frcrn": ModelDefaults(chunk_seconds=10.0, preroll_seconds=0.0, working_level_dbfs=-25.0),
+    # GTCRN is tiny; long chunks mean fewer seams. Its GRUs remember for seconds, so each chunk gets
+    # a pre-roll whose output is discarded. Its official inference feeds raw input.
+    "gtcrn": ModelDefaults(chunk_seconds=30.0, preroll_seconds=PREROLL_GTCRN, working_level_dbfs=None),
 }
 
 
@@ -198,9 +203,12 @@ class Denoiser:
         """Run the backend over overlapping chunks of every active channel; overlap-add the results."""
         sr = self.sample_rate
         chunk = round((self.config.chunk_seconds or self.defaults.chunk_seconds) * sr)
-        overlap = round(self.config.overlap_seconds * sr)
-        if not 0 <= overlap < chunk:
-            raise ValueError("overlap_seconds must be >= 0 and shorter than chunk_seconds")
+        if chunk < self.backend.min_samples or self.config.overlap_seconds < 0:
+            raise ValueError("chunk_seconds must cover at least one frame and overlap_seconds be >= 0")
+        preroll = round(self.defaults.preroll_seconds * sr)
+        if chunk <= 2 * preroll:  # short chunks (tests, tiny memory budgets): less context
+            preroll = chunk // 4
+        overlap = min(round(self.config.overlap_seconds * sr), (chunk - preroll) // 3)
         # Zero margins so the first and last samples are seen by full analysis frames.
         margin = 2 * self.backend.hop_length
         channels, length = x.shape
@@ -208,7 +216,7 @@ class Denoiser:
         total = padded.shape[1]
         out = np.zeros((channels, total), dtype=np.float64)
         norm = np.zeros(total, dtype=np.float64)
-        spans = list(chunk_spans(total, chunk, overlap))
+        spans = list(chunk_spans(total, chunk, overlap, preroll))
         for start, stop, weight in spans:
             norm[start:stop] += weight
         jobs = [(c, start, stop, weight) for c in np.flatnonzero(active) for start, stop, weight in spans]
@@ -225,29 +233,35 @@ class Denoiser:
         return out[:, margin : margin + length].astype(np.float32)
 
 
-def chunk_spans(total: int, chunk: int, overlap: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Split ``[0, total)`` into chunks of ``chunk`` samples overlapping by at least ``overlap``.
+def chunk_spans(
+    total: int, chunk: int, overlap: int, preroll: int = 0
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Split ``[0, total)`` into chunks of ``chunk`` samples for overlap-add.
 
-    Yields ``(start, stop, weight)`` where ``weight`` is the chunk's cross-fade window: a raised-cosine
-    ramp up over its overlap with the previous chunk and down over the next, 1 elsewhere, so that
-    the weights of neighbouring chunks sum to one. The last chunk is aligned to the end of the signal
-    (never zero-padded), which matters for FRCRN whose SE blocks pool over the whole chunk.
+    Consecutive chunks share ``preroll + overlap`` samples. Within that, the later chunk's first
+    ``preroll`` samples are context only (weight 0: a recurrent network's state is still warming up),
+    then the two cross-fade with complementary raised-cosine ramps over ``overlap`` samples.
+
+    Yields ``(start, stop, weight)``; the weights of all chunks sum to one at every sample. The last
+    chunk is aligned to the end of the signal (never zero-padded), which matters for FRCRN whose SE
+    blocks pool over the whole chunk.
     """
     if total <= chunk:
         yield 0, total, np.ones(total)
         return
-    hop = chunk - overlap
-    starts = [*range(0, total - chunk, hop), total - chunk]
+    if chunk < preroll + 2 * overlap + 1:
+        raise ValueError("chunk must be longer than preroll + 2 x overlap")
+    step = chunk - overlap - preroll
+    starts = [*range(0, total - chunk, step), total - chunk]
     for k, start in enumerate(starts):
-        stop = start + chunk
         weight = np.ones(chunk)
-        if k > 0:
-            fade = starts[k - 1] + chunk - start  # overlap with the previous chunk
-            weight[:fade] = _ramp(fade)
+        if k > 0:  # fade in over the previous chunk's last `overlap` samples; before that, context only
+            fade_at = starts[k - 1] + chunk - overlap - start
+            weight[:fade_at] = 0.0
+            weight[fade_at : fade_at + overlap] = _ramp(overlap)
         if k + 1 < len(starts):
-            fade = stop - starts[k + 1]
-            weight[chunk - fade :] = _ramp(fade)[::-1]
-        yield start, stop, weight
+            weight[chunk - overlap :] *= _ramp(overlap)[::-1]
+        yield start, start + chunk, weight
 
 
 def _ramp(n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ Resolution order for a manifest name (first hit wins, every file is sha256-verif
 1. the local store: ``$DENOISE_WEIGHTS_DIR`` if set, else ``model/weights/`` beside this file
    (git-ignored; the Docker image bakes files in here), else ``~/.cache/speech-denoise/weights``;
 2. mirrors listed in ``$DENOISE_WEIGHTS_MIRROR``: directories or http(s) base URLs, separated by spaces;
-3. the upstream URLs of the manifest.
+3. the upstream URLs of the manifest (skipped when ``$DENOISE_WEIGHTS_OFFLINE=1``).
 
 A file found in a mirror or upstream is copied into the store (temp file, verify, atomic rename), so
 the next call is local. A weights file is loaded with ``torch.load(weights_only=True)``: it can never
@@ -174,6 +174,8 @@ def _candidates(entry: WeightsEntry) -> Iterator[str]:
                 yield mirror.rstrip("/") + "/" + urllib.parse.quote(name)
             else:
                 yield str(Path(mirror).expanduser() / name)
+    if os.environ.get("DENOISE_WEIGHTS_OFFLINE", "") not in ("", "0"):
+        return  # air-gapped: never try the internet (mirrors above may still be http on the LAN)
     yield from entry.urls
 
 
