@@ -1,0 +1,91 @@
+"""Real-time factor of the offline GTCRN (torch, CPU) on 10 s of 16 kHz audio.
+
+RTF = processing time / audio duration, for the whole ``GTCRN.forward`` (STFT + network + iSTFT).
+The CPU is shared, so each configuration is repeated and the minimum is the figure to quote
+(the median shows how noisy the machine was). The process CPU time per run is printed too: on a
+busy box it stays close to the quiet-machine wall time while the wall clock does not (with several
+threads it adds up the threads' time, including OpenMP spin-waiting).
+
+    python benchmarks/bench_gtcrn.py                 # 1 and 2 threads, random weights
+    python benchmarks/bench_gtcrn.py --weights ../shared/weights/gtcrn_dns3_stream.tar --repeats 20
+
+Weights do not change the cost of the network; they are accepted to benchmark exactly what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from model.gtcrn import GTCRN
+
+TARGET_RTF = 0.02  # single-threaded budget
+
+
+def make_input(seconds: float, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """Deterministic speech-like test signal ``[batch, seconds * 16000]``: a gliding tone in noise."""
+    gen = torch.Generator().manual_seed(seed)
+    n = round(seconds * GTCRN.sample_rate)
+    t = torch.arange(n) / GTCRN.sample_rate
+    tone = 0.3 * torch.sin(2 * torch.pi * (200 + 100 * torch.sin(2 * torch.pi * 0.5 * t)) * t)
+    noise = 0.05 * torch.randn(batch, n, generator=gen)
+    return (tone + noise).float()
+
+
+def time_forward(
+    net: GTCRN, wav: torch.Tensor, repeats: int, warmup: int = 2
+) -> tuple[list[float], list[float]]:
+    """(wall-clock s, process CPU s) of ``net(wav)`` for ``repeats`` runs after ``warmup`` untimed runs."""
+    wall, cpu = [], []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            net(wav)
+        for _ in range(repeats):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            net(wav)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length (s), default 10")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per thread count")
+    parser.add_argument("--weights", type=Path, help="optional official checkpoint ({'model': state_dict})")
+    args = parser.parse_args(argv)
+
+    net = GTCRN().eval()
+    if args.weights is not None:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        state, _notes = GTCRN.remap_state_dict(state.get("model", state))
+        net.load_state_dict(state, strict=True)
+    wav = make_input(args.seconds)
+
+    print(f"GTCRN offline, {args.seconds:g} s of audio, torch {torch.__version__}, {args.repeats} runs each")
+    print(
+        f"{'threads':>7}  {'min s':>7}  {'median s':>8}  {'min CPU s':>9}  {'RTF min':>8}  {'RTF median':>10}"
+    )
+    rtf_by_threads = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        wall, cpu = time_forward(net, wav, args.repeats)
+        best, median = min(wall), statistics.median(wall)
+        rtf_by_threads[threads] = best / args.seconds
+        print(
+            f"{threads:>7}  {best:7.3f}  {median:8.3f}  {min(cpu):9.3f}  "
+            f"{best / args.seconds:8.4f}  {median / args.seconds:10.4f}"
+        )
+    if 1 in rtf_by_threads:
+        verdict = "meets" if rtf_by_threads[1] <= TARGET_RTF else "MISSES"
+        print(f"single-thread RTF {rtf_by_threads[1]:.4f} {verdict} the target of {TARGET_RTF}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
