@@ -1,0 +1,309 @@
+"""Figures and a Markdown report for an evaluation: before/after spectrograms, per-file improvement.
+
+matplotlib runs with the non-interactive Agg backend (no display needed, CI and containers included).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from denoise import metrics
+
+if TYPE_CHECKING:
+    from denoise.evaluate import Enhancer, EvalResult, FileResult
+
+# Improvement columns plotted per file, in order of preference, with axis labels.
+IMPROVEMENT_PLOTS: dict[str, str] = {
+    "delta_pesq": "Δ PESQ-WB",
+    "delta_estoi": "Δ eSTOI",
+    "si_snri": "SI-SNRi (dB)",
+    "delta_dnsmos_ovrl": "Δ DNSMOS OVRL",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display: render to files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def log_spectrogram(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """Power spectrogram in dB, shape [n_fft // 2 + 1, frames], of a 16 kHz 1-D signal (Hann window)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = 1 + (len(x) - n_fft) // hop
+    window = np.hanning(n_fft)
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spec = np.abs(np.fft.rfft(x[idx] * window, axis=1)) ** 2
+    return 10.0 * np.log10(spec.T + 1e-12)
+
+
+def spectrogram_png(path: Path, signals: dict[str, np.ndarray], title: str) -> Path:
+    """One PNG with a spectrogram panel per 16 kHz signal (e.g. noisy / enhanced / clean), shared colours."""
+    plt = _pyplot()
+    specs = {name: log_spectrogram(x) for name, x in signals.items()}
+    top = max(float(s.max()) for s in specs.values())
+    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.3 * len(specs)), sharex=True, squeeze=False)
+    image = None
+    for ax, (name, spec) in zip(axes[:, 0], specs.items(), strict=True):
+        seconds = spec.shape[1] * 128 / metrics.SAMPLE_RATE
+        image = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - 80.0,  # 80 dB of dynamic range: enough to see residual noise floors
+            vmax=top,
+            extent=(0.0, seconds, 0.0, metrics.SAMPLE_RATE / 2000),
+        )
+        ax.set_ylabel("kHz")
+        ax.set_title(name, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def improvement_png(path: Path, results: list[FileResult], label: str) -> Path | None:
+    """Per-file improvement bars (sorted) for each available column of :data:`IMPROVEMENT_PLOTS`."""
+    ok = [r for r in results if r.ok]
+    columns = [c for c in IMPROVEMENT_PLOTS if any(math.isfinite(r.scores.get(c, float("nan"))) for r in ok)]
+    if not columns:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], columns, strict=True):
+        values = np.sort([v for r in ok if math.isfinite(v := r.scores.get(col, float("nan")))])
+        colours = ["tab:green" if v >= 0 else "tab:red" for v in values]
+        ax.bar(np.arange(len(values)), values, color=colours, width=1.0)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.axhline(float(np.mean(values)), color="tab:blue", linestyle="--", linewidth=1, label="mean")
+        ax.set_title(IMPROVEMENT_PLOTS[col], fontsize=10)
+        ax.set_xlabel(f"files, sorted (n={len(values)})")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Per-file improvement: {label}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def pick_examples(results: list[FileResult], count: int) -> list[FileResult]:
+    """Up to ``count`` files spanning the range of improvement: worst, median, best, then evenly between.
+
+    The ranking column is the first available of Δ PESQ, SI-SNRi, Δ DNSMOS OVRL.
+    """
+    ok = [r for r in results if r.ok]
+    if count <= 0 or not ok:
+        return []
+    for col in ("delta_pesq", "si_snri", "delta_dnsmos_ovrl"):
+        ranked = [r for r in ok if math.isfinite(r.scores.get(col, float("nan")))]
+        if ranked:
+            ranked.sort(key=lambda r, c=col: r.scores[c])
+            break
+    else:
+        ranked = ok
+    if len(ranked) <= count:
+        return ranked
+    if count == 1:
+        return [ranked[len(ranked) // 2]]
+    idx = sorted({round(i * (len(ranked) - 1) / (count - 1)) for i in range(count)})
+    return [ranked[i] for i in idx]
+
+
+def _example_signals(result: EvalResult, row: FileResult, enhance: Enhancer | None) -> dict[str, np.ndarray]:
+    """Re-read (or re-enhance) one file for its spectrogram: noisy, enhanced and clean at 16 kHz."""
+    from denoise.evaluate import _read_16k, pair_files
+
+    cfg = result.config
+    pair = next(
+        p for p in pair_files(cfg.noisy_dir, cfg.clean_dir, cfg.enhanced_dir) if p.noisy.name == row.file
+    )
+    noisy = _read_16k(pair.noisy)[0]
+    signals = {"noisy": noisy}
+    saved = cfg.out_dir / "enhanced" / f"{pair.noisy.stem}.wav"
+    if pair.enhanced is not None:
+        signals[cfg.label] = _read_16k(pair.enhanced)[0]
+    elif saved.exists():
+        signals[cfg.label] = _read_16k(saved)[0]
+    elif enhance is not None:
+        from denoise.audio import read_audio
+
+        audio = read_audio(pair.noisy)
+        out, out_sr = enhance(audio.samples[0], audio.sample_rate)
+        signals[cfg.label] = metrics.to_16k(out, out_sr)
+    if pair.clean is not None:
+        signals["clean reference"] = _read_16k(pair.clean)[0]
+    return signals
+
+
+def _caption(row: FileResult) -> str:
+    parts = []
+    for col, name in (("delta_pesq", "ΔPESQ"), ("si_snri", "SI-SNRi"), ("delta_dnsmos_ovrl", "ΔOVRL")):
+        v = row.scores.get(col, float("nan"))
+        if math.isfinite(v):
+            parts.append(f"{name} {v:+.2f}")
+    return ", ".join(parts)
+
+
+def write_report(result: EvalResult, enhance: Enhancer | None = None) -> Path:
+    """Write ``report.md`` and its ``figures/`` into the evaluation's output folder; returns the .md path."""
+    from denoise.evaluate import summary_table
+
+    cfg = result.config
+    out = cfg.out_dir
+    figures = out / "figures"
+    lines = [
+        f"# Evaluation: {cfg.label}",
+        "",
+        f"- noisy: `{cfg.noisy_dir}`",
+        f"- clean references: `{cfg.clean_dir}`"
+        if cfg.clean_dir
+        else "- clean references: none (DNSMOS only)",
+        f"- enhanced: `{cfg.enhanced_dir}`"
+        if cfg.enhanced_dir
+        else f"- enhanced: model run by the engine ({cfg.label})",
+        f"- files: {len(result.results)} scored {len(result.results) - len(result.failed)}, "
+        f"failed {len(result.failed)}" + (f", excluded: {', '.join(cfg.exclude)}" if cfg.exclude else ""),
+        f"- time: {result.seconds:.1f} s",
+        "",
+        "All metrics at 16 kHz on channel 0. PESQ = wide-band P.862.2; DNSMOS = P.835 SIG/BAK/OVRL and P.808.",
+        "`delta_*` / `si_snri` = enhanced − noisy per file; the 95 % CI is Student-t over files.",
+        "",
+        "## Summary",
+        "",
+        summary_table(result.summary),
+        "",
+    ]
+    plot = improvement_png(figures / "improvement.png", result.results, cfg.label)
+    if plot is not None:
+        lines += [
+            "## Per-file improvement",
+            "",
+            f"![per-file improvement]({plot.relative_to(out).as_posix()})",
+            "",
+        ]
+    examples = pick_examples(result.results, cfg.report_examples)
+    if examples:
+        lines += ["## Examples (worst, median, best)", ""]
+    for row in examples:
+        try:
+            signals = _example_signals(result, row, enhance)
+        except (OSError, ValueError, RuntimeError) as exc:
+            lines += [f"- {row.file}: no spectrogram ({exc})"]
+            continue
+        png = spectrogram_png(
+            figures / f"{Path(row.file).stem}.png", signals, f"{row.file}  ({_caption(row)})"
+        )
+        lines += [
+            f"### {row.file}",
+            "",
+            _caption(row),
+            "",
+            f"![{row.file}]({png.relative_to(out).as_posix()})",
+            "",
+        ]
+    if result.failed:
+        lines += ["## Skipped files", ""] + [f"- `{r.file}`: {r.error}" for r in result.failed] + [""]
+    noted = [r for r in result.results if r.ok and r.notes]
+    if noted:
+        lines += ["## Notes", ""] + [f"- `{r.file}`: {'; '.join(r.notes)}" for r in noted] + [""]
+    lines += ["Per-file scores: [per_file.csv](per_file.csv); summary: [summary.csv](summary.csv).", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+# Columns of the system comparison table: (metric without prefix, header, decimals).
+COMPARISON_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("pesq", "PESQ-WB", 2),
+    ("stoi", "STOI", 3),
+    ("estoi", "eSTOI", 3),
+    ("si_snr", "SI-SNR dB", 2),
+    ("dnsmos_sig", "SIG", 2),
+    ("dnsmos_bak", "BAK", 2),
+    ("dnsmos_ovrl", "OVRL", 2),
+    ("dnsmos_p808", "P.808", 2),
+)
+
+
+def comparison_table(runs: dict[str, Path], ci: bool = True) -> str:
+    """Markdown table comparing systems, one row per evaluation output folder (``label -> out_dir``).
+
+    The first row is the noisy input (taken from the first run; every run of one data set scores the
+    same noisy files). Cells are ``mean ± 95 % CI half-width`` read from each ``summary.json``; the
+    ``n`` columns give the pairs with a reference and the files scored by DNSMOS.
+    """
+    import json
+
+    def cell(stats: dict[str, object] | None, decimals: int) -> str:
+        if not stats or stats.get("mean") is None:
+            return "–"
+        text = f"{stats['mean']:.{decimals}f}"
+        if ci and stats.get("ci95") is not None:
+            text += f" ± {stats['ci95']:.{decimals}f}"
+        return text
+
+    header = ["system", "n pairs", *[h for _, h, _ in COMPARISON_COLUMNS[:4]], "n files"]
+    header += [h for _, h, _ in COMPARISON_COLUMNS[4:]]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    summaries = {label: json.loads((Path(d) / "summary.json").read_text()) for label, d in runs.items()}
+    rows = []
+    if summaries:
+        rows.append(("noisy input", next(iter(summaries.values())), "noisy"))
+    rows += [(label, s, "enhanced") for label, s in summaries.items()]
+    for label, summary, prefix in rows:
+        m = summary["metrics"]
+        n_pairs = m.get(f"{prefix}_pesq", {}).get("n", 0)
+        n_files = m.get(f"{prefix}_dnsmos_ovrl", {}).get("n", 0)
+        cells = [cell(m.get(f"{prefix}_{k}"), d) for k, _, d in COMPARISON_COLUMNS]
+        lines.append("| " + " | ".join([label, str(n_pairs), *cells[:4], str(n_files), *cells[4:]]) + " |")
+    return "\n".join(lines)
+
+
+IMPROVEMENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("delta_pesq", "Δ PESQ-WB", 2),
+    ("delta_stoi", "Δ STOI", 3),
+    ("delta_estoi", "Δ eSTOI", 3),
+    ("si_snri", "SI-SNRi dB", 2),
+    ("delta_dnsmos_sig", "Δ SIG", 2),
+    ("delta_dnsmos_bak", "Δ BAK", 2),
+    ("delta_dnsmos_ovrl", "Δ OVRL", 2),
+)
+
+
+def improvement_table(runs: dict[str, Path]) -> str:
+    """Markdown table of per-file improvements (enhanced − noisy), ``mean ± 95 % CI`` from each summary.
+
+    The interval is over the paired per-file differences, so it is narrower than the difference of two
+    independent intervals and is the one to use when asking "is A better than B on these files".
+    """
+    import json
+
+    header = ["system", *[h for _, h, _ in IMPROVEMENT_COLUMNS]]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for label, folder in runs.items():
+        m = json.loads((Path(folder) / "summary.json").read_text())["metrics"]
+        cells = []
+        for key, _, d in IMPROVEMENT_COLUMNS:
+            s = m.get(key)
+            if not s or s.get("mean") is None:
+                cells.append("–")
+            else:
+                cells.append(
+                    f"{s['mean']:+.{d}f}" + (f" ± {s['ci95']:.{d}f}" if s.get("ci95") is not None else "")
+                )
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
