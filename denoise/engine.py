@@ -286,3 +286,19 @@ def _fit_length(y: np.ndarray, length: int) -> np.ndarray:
     if y.shape[-1] >= length:
         return y[..., :length]
     return np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, length - y.shape[-1])])
+
+
+def resolve_arch(model: str | None, weights: str | None) -> str:
+    """``model`` if given, else the architecture the weights name/file belongs to, else FRCRN."""
+    if model:
+        return model.lower()
+    if weights and weights != "default":
+        from model import arch_of
+
+        try:
+            found = arch_of(weights)
+        except Exception:  # an unreadable file is reported when the model loads
+            found = None
+        if found in MODEL_DEFAULTS:
+            return found
+    return "frcrn"

@@ -465,8 +465,7 @@ def engine_enhancer(model: str | None = None, weights: str = "default", **engine
     manifest name (e.g. "gtcrn_vctk") or checkpoint file; other keywords go to ``DenoiserConfig``
     (backend, device, threads, chunk_seconds, compat, ...). The output keeps the input's rate.
     """
-    from denoise.commands.run import resolve_arch
-    from denoise.engine import Denoiser, DenoiserConfig
+    from denoise.engine import Denoiser, DenoiserConfig, resolve_arch
 
     denoiser = Denoiser(DenoiserConfig(model=resolve_arch(model, weights), weights=weights, **engine_options))
 

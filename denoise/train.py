@@ -32,7 +32,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from denoise.data import (
     split_files,
 )
 from denoise.train_config import FinetuneConfig
+from model.weights import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -367,17 +367,6 @@ class Interrupted(Exception):
     """Raised inside the loop when a stop was requested (Ctrl-C / SIGTERM)."""
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _select_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -529,7 +518,7 @@ class Trainer:
 
     def _save_last(self) -> None:
         if self.is_main:
-            _atomic_torch_save(self._state(), self.run_dir / "last.pt")
+            atomic_torch_save(self._state(), self.run_dir / "last.pt")
         self._barrier()
 
     def _load_last(self, path: Path) -> None:

@@ -402,21 +402,27 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, meta: dict[str,
     """Write ``net`` in our checkpoint format, atomically. ``load_model(arch, path)`` reads it back."""
     path = Path(path)
     architecture_class(arch)  # refuse an unknown architecture before writing anything
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "arch": arch,
         "config": dict(getattr(net, "config", {}) or {}),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def _toml_value(value: Any) -> str:

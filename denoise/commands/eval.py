@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from denoise.commands.engine_options import add_engine_arguments, engine_config
+
 HELP = (
     "Score enhancement on a folder of noisy files: PESQ-WB, STOI/eSTOI and SI-SNR(i) against clean "
     "references when given (--clean; VoiceBank-DEMAND and DNS-Challenge names are matched), DNSMOS "
@@ -29,25 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--label", default=None, help="system name in the report (default: weights name or folder name)"
     )
     p.add_argument("--exclude", nargs="*", default=[], metavar="NAME", help="noisy file stems to leave out")
-    p.add_argument("--model", "-m", choices=["frcrn", "gtcrn"], default=None, help="architecture to run")
-    p.add_argument(
-        "--weights",
-        "-w",
-        default="default",
-        help="weights name (`denoise fetch-weights --list`) or checkpoint file",
-    )
-    # not restricted to a fixed list: any backend the engine registers (denoise.backends.BACKENDS) works
-    p.add_argument("--backend", default="torch", help="inference backend: torch, onnx, … (default: torch)")
-    p.add_argument("--onnx-path", default=None, help="exported .onnx graph for --backend onnx")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: all cores)")
-    p.add_argument(
-        "--chunk-seconds", type=float, default=None, help="engine chunk length (default: per model)"
-    )
-    p.add_argument("--atten-lim-db", type=float, default=None, help="limit noise suppression to this many dB")
-    p.add_argument(
-        "--compat", choices=["modelscope"], default=None, help="run FRCRN as ModelScope's pipeline"
-    )
+    add_engine_arguments(p)
     p.add_argument("--save-enhanced", action="store_true", help="keep the model outputs in OUT/enhanced/")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (intrusive metrics only)")
     p.add_argument("--examples", type=int, default=3, help="spectrogram PNGs in the report (default: 3)")
@@ -57,19 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _make_enhancer(args: argparse.Namespace):
     """The engine as an ``Enhancer`` with the command-line options."""
+    from dataclasses import asdict
+
     from denoise.evaluate import engine_enhancer
 
-    enhance = engine_enhancer(
-        args.model,
-        args.weights,
-        backend=args.backend,
-        onnx_path=args.onnx_path,
-        device=args.device,
-        threads=args.threads,
-        chunk_seconds=args.chunk_seconds,
-        atten_lim_db=args.atten_lim_db,
-        compat=args.compat,
-    )
+    options = asdict(engine_config(args))
+    enhance = engine_enhancer(options.pop("model"), options.pop("weights"), **options)
     print(f"model {enhance.arch} ({args.weights}) on {enhance.backend_name}", file=sys.stderr)
     return enhance, enhance.arch
 

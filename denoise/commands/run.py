@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from denoise.commands.engine_options import add_engine_arguments, engine_config
+
 HELP = (
     "Denoise every audio file below INPUT into OUTPUT (sub-folders mirrored). Files already done are "
     "skipped unless --overwrite, so an interrupted run resumes. Exit status: 0 all good, 1 some files "
@@ -20,57 +22,7 @@ def add_arguments(
         "--input", "-i", default=input_default, help="folder of noisy recordings (default: %(default)s)"
     )
     p.add_argument("--output", "-o", default=output_default, help="folder for results (default: %(default)s)")
-    p.add_argument(
-        "--model",
-        "-m",
-        choices=["frcrn", "gtcrn"],
-        default=None,
-        help="frcrn (best quality, default) or gtcrn (light, real-time on CPU)",
-    )
-    p.add_argument(
-        "--weights",
-        "-w",
-        default="default",
-        help="weights name (see `denoise fetch-weights --list`) or a checkpoint file (default: the model's)",
-    )
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 … (default: auto)"
-    )
-    p.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="inference backend (default: torch)"
-    )
-    p.add_argument("--onnx-path", default=None, help="exported .onnx graph for --backend onnx")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on CUDA)"
-    )
-    p.add_argument(
-        "--chunk-seconds",
-        type=float,
-        default=None,
-        help="process long files in chunks of this length (default: 10 for FRCRN, 30 for GTCRN)",
-    )
-    p.add_argument(
-        "--overlap-seconds", type=float, default=1.0, help="cross-fade between chunks (default: 1.0)"
-    )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="fp32 (exact) or autocast on CUDA (default: fp32)",
-    )
-    p.add_argument(
-        "--atten-lim-db",
-        type=float,
-        default=None,
-        help="strength control: suppress noise by at most this many dB, e.g. 12 (default: no limit)",
-    )
-    p.add_argument(
-        "--compat",
-        choices=["modelscope"],
-        default=None,
-        help="reproduce ModelScope's pipeline output (16 kHz mono int16, -25 dBFS; FRCRN only)",
-    )
+    add_engine_arguments(p)
     p.add_argument(
         "--format",
         dest="out_format",
@@ -88,27 +40,13 @@ def main(args: argparse.Namespace) -> int:
     from denoise.batch import EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
 
     input_dir, output_dir = Path(args.input), Path(args.output)
-    arch = resolve_arch(args.model, args.weights)
 
     def make_denoiser():  # only called when there is work to do
-        from denoise.engine import Denoiser, DenoiserConfig
+        from denoise.engine import Denoiser
 
-        config = DenoiserConfig(
-            model=arch,
-            weights=args.weights,
-            backend=args.backend,
-            onnx_path=args.onnx_path,
-            device=args.device,
-            precision=args.precision,
-            threads=args.threads,
-            chunk_seconds=args.chunk_seconds,
-            overlap_seconds=args.overlap_seconds,
-            batch_size=args.batch_size,
-            atten_lim_db=args.atten_lim_db,
-            compat=args.compat,
-        )
+        config = engine_config(args)
         denoiser = Denoiser(config)
-        print(f"model {arch} ({args.weights}) on {denoiser.backend.name}", file=sys.stderr)
+        print(f"model {config.model} ({args.weights}) on {denoiser.backend.name}", file=sys.stderr)
         return denoiser
 
     suffix = None
@@ -144,19 +82,3 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_OK
     print_summary(summary)
     return summary.exit_code
-
-
-def resolve_arch(model: str | None, weights: str) -> str:
-    """``--model`` if given, else the architecture the ``--weights`` name/file belongs to, else FRCRN."""
-    if model:
-        return model
-    if weights and weights != "default":
-        from model import arch_of
-
-        try:
-            found = arch_of(weights)
-        except Exception:  # an unreadable file is reported when the model loads
-            found = None
-        if found in ("frcrn", "gtcrn"):
-            return found
-    return "frcrn"

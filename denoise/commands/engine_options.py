@@ -1,0 +1,80 @@
+"""Command-line options of the Denoiser engine, shared by every command that runs a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from denoise.engine import DenoiserConfig, resolve_arch
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, device/backend, chunking, strength and compat options."""
+    g = p.add_argument_group("model and engine")
+    g.add_argument(
+        "--model",
+        "-m",
+        choices=["frcrn", "gtcrn"],
+        default=None,
+        help="frcrn (best quality; default) or gtcrn (light, real-time on CPU); default: the weights' own",
+    )
+    g.add_argument(
+        "--weights",
+        "-w",
+        default="default",
+        help="weights name (see `denoise fetch-weights --list`), a fine-tuned name, or a checkpoint file",
+    )
+    g.add_argument(
+        "--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 … (default: auto)"
+    )
+    # not a fixed list: any backend registered in denoise.backends.BACKENDS
+    g.add_argument("--backend", default="torch", help="inference backend: torch, onnx, … (default: torch)")
+    g.add_argument("--onnx-path", default=None, help="exported .onnx graph for --backend onnx")
+    g.add_argument(
+        "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on CUDA)"
+    )
+    g.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        help="process long files in chunks of this length (default: 10 for FRCRN, 30 for GTCRN)",
+    )
+    g.add_argument(
+        "--overlap-seconds", type=float, default=1.0, help="cross-fade between chunks (default: 1.0)"
+    )
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast on CUDA (fp32 is exact)",
+    )
+    g.add_argument(
+        "--atten-lim-db",
+        type=float,
+        default=None,
+        help="strength control: suppress noise by at most this many dB, e.g. 12 (default: no limit)",
+    )
+    g.add_argument(
+        "--compat",
+        choices=["modelscope"],
+        default=None,
+        help="reproduce ModelScope's pipeline output (16 kHz mono int16, -25 dBFS; FRCRN only)",
+    )
+
+
+def engine_config(args: argparse.Namespace) -> DenoiserConfig:
+    """The :class:`DenoiserConfig` the options describe (architecture inferred from the weights if needed)."""
+    return DenoiserConfig(
+        model=resolve_arch(args.model, args.weights),
+        weights=args.weights,
+        backend=args.backend,
+        onnx_path=args.onnx_path,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        chunk_seconds=args.chunk_seconds,
+        overlap_seconds=args.overlap_seconds,
+        batch_size=args.batch_size,
+        atten_lim_db=args.atten_lim_db,
+        compat=args.compat,
+    )
