@@ -1,6 +1,6 @@
 """Figures and a Markdown report for an evaluation: before/after spectrograms, per-file improvement.
 
-matplotlib runs with the non-interactive Agg backend (no display needed, CI and containers included).
+Figures are drawn on ``matplotlib.figure.Figure`` (no display needed, CI and containers included).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ IMPROVEMENT_PLOTS: dict[str, str] = {
 }
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs: object):
+    """A figure that renders to files only. ``Figure`` instead of pyplot: no global backend switch,
+    so a notebook that calls us keeps its inline plots."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)  # no display: render to files only
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def log_spectrogram(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -48,10 +47,10 @@ def log_spectrogram(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarr
 
 def spectrogram_png(path: Path, signals: dict[str, np.ndarray], title: str) -> Path:
     """One PNG with a spectrogram panel per 16 kHz signal (e.g. noisy / enhanced / clean), shared colours."""
-    plt = _pyplot()
     specs = {name: log_spectrogram(x) for name, x in signals.items()}
     top = max(float(s.max()) for s in specs.values())
-    fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.3 * len(specs)), sharex=True, squeeze=False)
+    fig = _figure(figsize=(10, 2.3 * len(specs)))
+    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)
     image = None
     for ax, (name, spec) in zip(axes[:, 0], specs.items(), strict=True):
         seconds = spec.shape[1] * 128 / metrics.SAMPLE_RATE
@@ -71,7 +70,6 @@ def spectrogram_png(path: Path, signals: dict[str, np.ndarray], title: str) -> P
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
@@ -81,8 +79,8 @@ def improvement_png(path: Path, results: list[FileResult], label: str) -> Path |
     columns = [c for c in IMPROVEMENT_PLOTS if any(math.isfinite(r.scores.get(c, float("nan"))) for r in ok)]
     if not columns:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False)
+    fig = _figure(figsize=(4.2 * len(columns), 3.6))
+    axes = fig.subplots(1, len(columns), squeeze=False)
     for ax, col in zip(axes[0], columns, strict=True):
         values = np.sort([v for r in ok if math.isfinite(v := r.scores.get(col, float("nan")))])
         colours = ["tab:green" if v >= 0 else "tab:red" for v in values]
@@ -96,7 +94,6 @@ def improvement_png(path: Path, results: list[FileResult], label: str) -> Path |
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

@@ -970,12 +970,10 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     steps, epochs = _read_csv(run_dir / "steps.csv"), _read_csv(run_dir / "epochs.csv")
     if not epochs:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch inside notebooks
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_val) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig = Figure(figsize=(8, 6))
+    ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
     if steps:
         x = np.array([int(r["step"]) for r in steps])
         y = np.array([float(r["loss"]) for r in steps])
@@ -997,7 +995,6 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     fig.tight_layout()
     out = run_dir / "loss_curve.png"
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 
