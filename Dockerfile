@@ -2,7 +2,7 @@
 #
 # Conventions: Jupyter docker-stacks (non-root NB_USER / NB_UID / NB_GID that owns the env, tini as PID 1,
 # HEALTHCHECK against the server's API, settings in /etc/jupyter) and NVIDIA's CUDA images (the runtime tag
-# is pinned and is a build arg). How to build and run it: docs/container.md.
+# is pinned and is a build arg). How to build and run it: README.md, section "Docker image".
 #
 # GPU stack (one combination that works together; cuDNN major versions must match, 8 and 9 do not mix):
 #   base   nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04   CUDA 12.8 runtime + cuDNN 9   (host driver >= 570)
