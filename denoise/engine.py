@@ -216,6 +216,8 @@ class Denoiser:
         total = padded.shape[1]
         out = np.zeros((channels, total), dtype=np.float64)
         norm = np.zeros(total, dtype=np.float64)
+        if total <= chunk + preroll + overlap:  # the margins alone must not cost a second chunk
+            chunk = total
         spans = list(chunk_spans(total, chunk, overlap, preroll))
         for start, stop, weight in spans:
             norm[start:stop] += weight

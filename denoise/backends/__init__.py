@@ -29,6 +29,8 @@ class Backend(Protocol):
 BACKENDS: dict[str, str] = {
     "torch": "denoise.backends.torch_backend:TorchBackend",
     "onnx": "denoise.backends.onnx_backend:OnnxBackend",
+    # GTCRN's official streaming graph, frame by frame with caches (real-time path)
+    "gtcrn-stream": "denoise.backends.gtcrn_stream:GtcrnStreamBackend",
 }
 
 

@@ -1,0 +1,612 @@
+"""ONNX export, INT8 / FP16 quantization and parity reports for FRCRN and GTCRN.
+
+What the exported graphs compute (both with a dynamic batch and time axis):
+
+* FRCRN: ``wav [batch, samples] -> enh [batch, samples']`` at 16 kHz, the conv-STFT/iSTFT **inside** the graph
+  (they are plain Conv1d / ConvTranspose1d in the network). ``samples' = (frames - 1) * 320 + 640`` with
+  ``frames = (samples - 640) // 320 + 1``; the backend pads inputs to a multiple of 320.
+* GTCRN: ``spec [batch, 257, frames, 2] -> enh [batch, 257, frames, 2]`` (the official network,
+  ``GTCRN.forward_spec``); the STFT/iSTFT stay **outside** the graph, in numpy
+  (:mod:`denoise.backends.onnx_backend`): a DFT written as a convolution would double GTCRN's cost, and
+  ``torch.istft`` does not export.
+
+Graphs are exported from the networks exactly as the torch backend runs them (``model.optimize_for_inference``)
+with one export-only rewrite: every transposed convolution is traced as an equivalent polyphase ``Conv``
+(:func:`polyphase_conv_transpose2d`), because ONNX Runtime's CPU ConvTranspose kernel is several times
+slower than its Conv kernel (it was ~47 % of FRCRN's ORT time). The legacy TorchScript exporter is used
+(opset 17): the dynamo exporter produced a FRCRN graph that outputs NaN.
+
+Every graph carries a metadata record (``metadata_props['denoise']``, JSON; see :class:`OnnxMetadata`) and
+passes ``onnx.checker``. Every export and quantization can end with a :class:`ParityReport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (cache key)
+DEFAULT_OPSET = 17
+METADATA_KEY = "denoise"
+
+# Real speech for parity checks and a few VoiceBank-DEMAND pairs for the quality check (paths relative
+# to the shared data folder; never copied into the repository).
+PARITY_SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
+QUALITY_PAIRS = ("p232_005", "p232_013", "p257_008", "p257_022")
+
+
+# --------------------------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """What an exported graph is; stored as JSON under ``metadata_props['denoise']``.
+
+    ``io`` is ``"wav"`` (``[B, samples] -> [B, samples']``) or ``"spec"`` (``[B, 257, frames, 2]``, STFT
+    outside the graph). Lengths are in samples at ``sample_rate`` Hz.
+    """
+
+    model: str  # "frcrn" | "gtcrn"
+    weights: str  # manifest name, file name, or "random"
+    weights_sha256: str  # sha256 of the weights file ("" for random weights)
+    sample_rate: int
+    win_length: int  # analysis frame (samples)
+    hop_length: int  # frame shift (samples)
+    n_fft: int
+    min_samples: int  # shortest waveform the backend may feed
+    io: str  # "wav" | "spec"
+    stft: str  # where the STFT lives and how it is framed
+    exporter: str
+    opset: int
+    precision: str = "fp32"  # "fp32" | "int8-dynamic" | "fp16"
+    export_version: int = EXPORT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> OnnxMetadata:
+        raw = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def read_metadata(path: str | Path) -> OnnxMetadata:
+    """The :class:`OnnxMetadata` of an exported graph (reads the header only, not the weights).
+
+    Raises:
+        ValueError: the file has no ``denoise`` metadata (not exported by this project).
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return OnnxMetadata.from_json(prop.value)
+    raise ValueError(f"{path}: no '{METADATA_KEY}' metadata; export it with `denoise export-onnx`")
+
+
+def _write_metadata(model: object, meta: OnnxMetadata) -> None:
+    props = model.metadata_props  # type: ignore[attr-defined]
+    for i in reversed(range(len(props))):
+        if props[i].key == METADATA_KEY:
+            del props[i]
+    entry = props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    model.producer_name = "speech-denoise-workstation"  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- export-only rewrites
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def polyphase_conv_transpose2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> Tensor:
+    """``F.conv_transpose2d`` computed with one ``F.conv2d`` (same output, same arguments).
+
+    Along an axis with stride ``s`` and kernel ``k``, output row ``o' = s*m + r`` (before cropping the
+    padding) only receives taps ``k' = r + s*d`` from input rows ``m - d``: each phase ``r`` is an ordinary
+    stride-1 convolution with ``ceil(k / s)`` taps. The ``s_h * s_w`` phases are stacked on the output
+    channel axis of one convolution, interleaved back and cropped by ``padding``. A stride-1 axis is the
+    classic identity "transposed conv = conv with the flipped kernel, padded by ``k - 1 - p``".
+
+    ONNX Runtime's CPU Conv kernel is several times faster than its ConvTranspose kernel, which was ~47 % of
+    FRCRN's ORT time. The weight shuffling runs on constants, so the exporter folds it into initializers.
+    Arguments it does not cover (groups, dilation, output padding) go to the original function.
+
+    Shapes: ``x [B, C_in, H, W]``, ``weight [C_in, C_out, k_h, k_w]`` -> ``[B, C_out, H_out, W_out]`` with
+    ``H_out = (H - 1) * s_h + k_h - 2 p_h`` (likewise W).
+    """
+    if groups != 1 or _pair(dilation) != (1, 1) or _pair(output_padding) != (0, 0):
+        return _ORIGINAL_CONV_TRANSPOSE2D(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    (s_h, s_w), (p_h, p_w) = _pair(stride), _pair(padding)
+    # Kernel sizes are constants (int() keeps the tracer from recording them as graph arithmetic, where
+    # the legacy exporter turns a floor division of negative ints into a truncating Div).
+    c_in, c_out, k_h, k_w = (int(v) for v in weight.shape)
+    n_h, n_w = (k_h + s_h - 1) // s_h, (k_w + s_w - 1) // s_w  # taps per phase
+    if (s_h == 1 and p_h > k_h - 1) or (s_w == 1 and p_w > k_w - 1):
+        return _ORIGINAL_CONV_TRANSPOSE2D(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    # phase kernels: w[r_h, r_w, :, :, j_h, j_w] = weight[:, :, r_h + s_h (n_h-1-j_h), r_w + s_w (n_w-1-j_w)]
+    padded_w = F.pad(weight, (0, s_w * n_w - k_w, 0, s_h * n_h - k_h))  # taps beyond k are zero
+    w = padded_w.reshape(c_in, c_out, n_h, s_h, n_w, s_w).flip(2, 4)  # [C_in, C_out, j_h, r_h, j_w, r_w]
+    w = w.permute(3, 5, 1, 0, 2, 4).reshape(s_h * s_w * c_out, c_in, n_h, n_w)
+    b = None if bias is None else bias.repeat(s_h * s_w)
+    # stride-1 axes: pad k - 1 - p (exact output); strided axes: pad n - 1, crop p after interleaving
+    pad_h = k_h - 1 - p_h if s_h == 1 else n_h - 1
+    pad_w = k_w - 1 - p_w if s_w == 1 else n_w - 1
+    y = F.conv2d(F.pad(x, (pad_w, pad_w, pad_h, pad_h)), w, b)  # [B, s_h s_w C_out, H', W']
+    if s_h == s_w == 1:
+        return y
+    batch, _, rows, cols = y.shape
+    y = y.reshape(batch, s_h, s_w, c_out, rows, cols).permute(0, 3, 4, 1, 5, 2)
+    y = y.reshape(batch, c_out, rows * s_h, cols * s_w)
+    h_in, w_in = x.shape[2], x.shape[3]
+    if s_h > 1:
+        y = y[:, :, p_h : (h_in - 1) * s_h + k_h - p_h]
+    if s_w > 1:
+        y = y[:, :, :, p_w : (w_in - 1) * s_w + k_w - p_w]
+    return y
+
+
+_ORIGINAL_CONV_TRANSPOSE2D = F.conv_transpose2d
+
+
+@contextlib.contextmanager
+def conv_transpose_as_conv() -> Iterator[None]:
+    """Within the block, ``torch.nn.functional.conv_transpose2d`` is :func:`polyphase_conv_transpose2d`.
+
+    Used around tracing so that every transposed conv of a network (whatever module calls it) is exported
+    as a Conv; the networks in ``model/`` stay untouched.
+    """
+    F.conv_transpose2d = polyphase_conv_transpose2d
+    try:
+        yield
+    finally:
+        F.conv_transpose2d = _ORIGINAL_CONV_TRANSPOSE2D
+
+
+class _SpecNet(nn.Module):
+    """GTCRN's ``forward_spec`` as the module's ``forward`` (what the exporter traces)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, spec: Tensor) -> Tensor:
+        return self.net.forward_spec(spec)
+
+
+# ------------------------------------------------------------------------------------------ exporting
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and where. ``weights``: manifest name, file path, "default", or None (random)."""
+
+    arch: str
+    weights: str | None = "default"
+    output: Path | None = None  # None: the cache location (see :func:`cached_onnx_path`)
+    opset: int = DEFAULT_OPSET
+    example_seconds: float = 2.0  # length of the tracing input; any length works afterwards
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: OnnxMetadata
+    seconds: float  # wall time of the export
+    size_bytes: int
+
+
+def weights_identity(weights: str | Path | None) -> tuple[str, str, Path | None]:
+    """``(name, sha256, path)`` of a manifest name or file path; ``("random", "", None)`` for None.
+
+    Resolving a manifest name may copy/download the file into the store (as loading would).
+    """
+    if weights is None:
+        return "random", "", None
+    from model import manifest, resolve_weights
+    from model.weights import sha256_of
+
+    name = str(weights)
+    entry = manifest().get(name)
+    path = resolve_weights(name, progress=False)
+    if entry is not None:  # the manifest's sha256 was verified when the file entered the store
+        return name, entry.sha256, path
+    return Path(name).name, sha256_of(path), path
+
+
+def _resolve_default(arch: str, weights: str | None) -> str | None:
+    if weights == "default":
+        from model import default_weights
+
+        return default_weights(arch)
+    return weights
+
+
+def cache_dir() -> Path:
+    """Where on-the-fly exports live: ``<weights store>/onnx``."""
+    from model.weights import store_dir
+
+    return store_dir() / "onnx"
+
+
+def cached_onnx_path(arch: str, weights: str | None, opset: int = DEFAULT_OPSET) -> Path | None:
+    """The cache file for ``arch`` + ``weights`` (keyed by the weights' sha256), or None for random weights."""
+    _, sha, _ = weights_identity(_resolve_default(arch, weights))
+    if not sha:
+        return None
+    return cache_dir() / f"{arch}-{sha[:16]}-v{EXPORT_VERSION}-opset{opset}.onnx"
+
+
+def load_network(arch: str, weights: str | None) -> nn.Module:
+    """The torch network exactly as the torch backend runs it (fused where available), on CPU."""
+    from model import load_model, optimize_for_inference
+
+    return optimize_for_inference(
+        load_model(arch, _resolve_default(arch, weights), device="cpu", progress=False)
+    )
+
+
+def export_onnx(config: ExportConfig) -> ExportResult:
+    """Export ``config.arch`` to ONNX (dynamic batch and time), embed metadata, run ``onnx.checker``.
+
+    The file is written atomically (temp file + rename). Returns where it went and its metadata.
+    """
+    import onnx
+
+    arch = config.arch.lower()
+    weights = _resolve_default(arch, config.weights)
+    name, sha, _ = weights_identity(weights)
+    output = Path(config.output) if config.output else cached_onnx_path(arch, weights, config.opset)
+    if output is None:
+        raise ValueError("random weights have no cache location: pass an output path")
+    started = time.perf_counter()
+    net = load_network(arch, weights)
+    sr = int(getattr(net, "sample_rate", 16000))
+    n = max(int(config.example_seconds * sr), 4 * int(net.hop_length))
+    if arch == "frcrn":
+        module = net
+        n = -(-n // net.hop_length) * net.hop_length
+        example = (torch.randn(1, n) * 0.1,)
+        names, dyn = (
+            (["wav"], ["enh"]),
+            {"wav": {0: "batch", 1: "samples"}, "enh": {0: "batch", 1: "samples_out"}},
+        )
+        meta = OnnxMetadata(
+            model=arch, weights=name, weights_sha256=sha, sample_rate=sr, win_length=net.win_length,
+            hop_length=net.hop_length, n_fft=net.win_length, min_samples=net.min_samples, io="wav",
+            stft="inside the graph: conv-STFT/iSTFT, sqrt periodic Hann 640, hop 320, no centring",
+            exporter=f"torch.onnx legacy TorchScript exporter (torch {torch.__version__})", opset=config.opset,
+        )  # fmt: skip
+    elif arch == "gtcrn":
+        module = _SpecNet(net).eval()
+        example = (net.stft(torch.randn(1, n) * 0.1),)
+        names = (["spec"], ["enh"])
+        dyn = {"spec": {0: "batch", 2: "frames"}, "enh": {0: "batch", 2: "frames"}}
+        meta = OnnxMetadata(
+            model=arch, weights=name, weights_sha256=sha, sample_rate=sr, win_length=net.win_length,
+            hop_length=net.hop_length, n_fft=net.n_fft, min_samples=net.min_samples, io="spec",
+            stft="outside the graph (numpy): centred, reflect padding, sqrt periodic Hann 512, hop 256",
+            exporter=f"torch.onnx legacy TorchScript exporter (torch {torch.__version__})", opset=config.opset,
+        )  # fmt: skip
+    else:
+        raise ValueError(f"unknown architecture {arch!r}: export 'frcrn' or 'gtcrn'")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad(), conv_transpose_as_conv():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected and harmless
+        torch.onnx.export(
+            module, example, buffer, input_names=names[0], output_names=names[1], dynamic_axes=dyn,
+            opset_version=config.opset, do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
+    model = onnx.load_from_string(buffer.getvalue())
+    _write_metadata(model, meta)
+    onnx.checker.check_model(model, full_check=True)
+    _save_atomic(model, output)
+    return ExportResult(output, meta, time.perf_counter() - started, output.stat().st_size)
+
+
+def _save_atomic(model: object, output: Path) -> None:
+    import onnx
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        dir=output.parent, prefix=f".{output.name}.", suffix=".part", delete=False
+    ) as fh:
+        tmp = Path(fh.name)
+    try:
+        onnx.save(model, str(tmp))
+        tmp.chmod(0o644)  # mkstemp makes 0600; an exported graph is not a secret
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def ensure_onnx(arch: str, weights: str | None) -> Path:
+    """An FP32 export of ``arch`` + ``weights``: the cached one if present, else exported now.
+
+    Random weights (None) are exported into a fresh temporary directory (tests only).
+    """
+    path = cached_onnx_path(arch, weights)
+    if path is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f"denoise-{arch}-onnx-"))
+        return export_onnx(ExportConfig(arch, weights, tmp / f"{arch}-random.onnx")).path
+    if not path.is_file():
+        export_onnx(ExportConfig(arch, weights, path))
+    return path
+
+
+# ----------------------------------------------------------------------------------------- quantizing
+
+
+def quantize_onnx(src: str | Path, dst: str | Path, mode: str = "int8") -> Path:
+    """Quantize an exported graph; the metadata is carried over with the new precision.
+
+    Modes:
+        ``int8``: dynamic INT8 (``onnxruntime.quantization.quantize_dynamic``): MatMul/Gemm weights stored
+            as signed 8-bit per output channel, activations quantized per call (except GTCRN's ERB
+            filterbanks, see :func:`_int8_excluded`). Conv is left in FP32: ORT's dynamic
+            ``ConvInteger`` kernel measured 2x *slower* than its FP32 Conv on FRCRN, and less accurate.
+        ``fp16``: weights and activations in float16 (inputs/outputs stay float32) - for the CUDA EP;
+            on CPU ORT mostly casts back to float32, so it is not faster there.
+    """
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    meta = read_metadata(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
+            with contextlib.redirect_stderr(io.StringIO()), _quiet_logging():
+                # shape inference + graph cleanup first, so that every MatMul/Gemm is seen with its shapes
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                quantize_dynamic(
+                    pre, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                    per_channel=True, nodes_to_exclude=_int8_excluded(pre), extra_options={"MatMulConstBOnly": True},
+                )  # fmt: skip
+            model = onnx.load(str(out))
+        precision = "int8-dynamic"
+    elif mode == "fp16":
+        model = _to_fp16(onnx.load(str(src)))
+        precision = "fp16"
+    else:
+        raise ValueError(f"unknown quantization mode {mode!r}: use 'int8' or 'fp16'")
+    _write_metadata(model, replace(meta, precision=precision))
+    onnx.checker.check_model(model)
+    _save_atomic(model, dst)
+    return dst
+
+
+def _int8_excluded(path: Path) -> list[str]:
+    """MatMul nodes kept in FP32: GTCRN's ERB band merge/split (``erb_fc``/``ierb_fc``).
+
+    Their input is the raw spectrum (magnitude, real, imaginary) whose dynamic range one 8-bit scale per
+    tensor cannot hold: quantized, quiet bins collapse to zero (measured: mean PESQ -0.052 over the 56
+    VoiceBank-DEMAND pairs, -0.5 on the worst). They are fixed filterbanks and cost almost nothing.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "MatMul" and "erb_fc" in n.name]
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """Silence onnxruntime.quantization's per-tensor warnings (root logger) for the duration."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _to_fp16(model: object) -> object:
+    """Float16 weights and activations, float32 graph inputs/outputs (``onnxruntime.transformers.float16``)."""
+    from onnxruntime.transformers import float16
+
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    _topological_sort(converted.graph)  # the converter appends its input casts at the end of the node list
+    return converted
+
+
+def _topological_sort(graph: object) -> None:
+    """Reorder ``graph.node`` so that every node comes after the producers of its inputs (stable)."""
+    nodes = list(graph.node)  # type: ignore[attr-defined]
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}  # type: ignore[attr-defined]
+    ordered, pending = [], nodes
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError("graph has a cycle or a dangling input; cannot sort it")
+        pending = rest
+    del graph.node[:]  # type: ignore[attr-defined]
+    graph.node.extend(ordered)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------ parity reporting
+
+
+@dataclass
+class QualityRow:
+    """One eval pair: PESQ-WB and DNSMOS OVRL of the torch output and of the ONNX output."""
+
+    name: str
+    pesq_torch: float
+    pesq_onnx: float
+    dnsmos_torch: float
+    dnsmos_onnx: float
+
+
+@dataclass
+class ParityReport:
+    """ONNX vs torch on the same input, same weights, through the same engine.
+
+    ``max_abs_error``: largest sample difference (full scale = 1.0) on real speech; ``si_snr_db``: SI-SNR of
+    the ONNX output taking the torch output as the reference (higher is closer; >= 60 dB is float noise).
+    """
+
+    onnx_path: str
+    precision: str
+    speech_file: str
+    seconds_of_audio: float
+    max_abs_error: float
+    si_snr_db: float
+    quality: list[QualityRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pesq_change(self) -> float:
+        """Mean PESQ(ONNX) - PESQ(torch) over the quality pairs (NaN when none were scored)."""
+        rows = [r for r in self.quality if math.isfinite(r.pesq_onnx) and math.isfinite(r.pesq_torch)]
+        return float(np.mean([r.pesq_onnx - r.pesq_torch for r in rows])) if rows else math.nan
+
+    @property
+    def dnsmos_change(self) -> float:
+        rows = [r for r in self.quality if math.isfinite(r.dnsmos_onnx) and math.isfinite(r.dnsmos_torch)]
+        return float(np.mean([r.dnsmos_onnx - r.dnsmos_torch for r in rows])) if rows else math.nan
+
+    def as_text(self) -> str:
+        lines = [
+            f"parity of {self.onnx_path} ({self.precision}) against torch",
+            f"  real speech: {self.speech_file} ({self.seconds_of_audio:.1f} s)",
+            f"  max abs error {self.max_abs_error:.3g}   SI-SNR vs torch {self.si_snr_db:.1f} dB",
+        ]
+        if self.quality:
+            lines.append(
+                "  quality on VoiceBank-DEMAND pairs   PESQ torch -> onnx   DNSMOS OVRL torch -> onnx"
+            )
+            for r in self.quality:
+                lines.append(
+                    f"    {r.name:<10} {r.pesq_torch:5.3f} -> {r.pesq_onnx:5.3f}      "
+                    f"{r.dnsmos_torch:5.3f} -> {r.dnsmos_onnx:5.3f}"
+                )
+            lines.append(
+                f"  mean change: PESQ {self.pesq_change:+.3f}   DNSMOS OVRL {self.dnsmos_change:+.3f}"
+            )
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d.update(pesq_change=self.pesq_change, dnsmos_change=self.dnsmos_change)
+        return d
+
+
+def _si_snr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    from denoise.metrics import si_snr
+
+    return si_snr(reference, estimate)
+
+
+def parity_report(
+    onnx_path: str | Path,
+    weights: str | None = "default",
+    *,
+    shared: Path | None = None,
+    speech: Path | None = None,
+    quality_pairs: Sequence[str] | None = QUALITY_PAIRS,
+    threads: int | None = None,
+) -> ParityReport:
+    """Compare an exported graph with the torch network through the same :class:`Denoiser` engine.
+
+    Args:
+        onnx_path: graph from :func:`export_onnx` / :func:`quantize_onnx` (its metadata names the model).
+        weights: the torch side's weights; must be those the graph was exported from.
+        shared: the shared data folder (default ``../shared`` beside the repository or ``$DENOISE_SHARED``).
+        speech: real speech for the numerical comparison (default: a shared noisy clip).
+        quality_pairs: VoiceBank-DEMAND stems scored with PESQ-WB and DNSMOS (None or empty: skip; only
+            meaningful for trained weights).
+    """
+    from denoise.audio import read_audio
+    from denoise.engine import Denoiser, DenoiserConfig
+
+    meta = read_metadata(onnx_path)
+    shared = shared or shared_dir()
+    speech = speech or shared / PARITY_SPEECH
+    notes: list[str] = []
+    if meta.weights_sha256:
+        _, sha, _ = weights_identity(_resolve_default(meta.model, weights))
+        if sha != meta.weights_sha256:
+            notes.append(f"weights differ from the graph's ({sha[:12]} vs {meta.weights_sha256[:12]})")
+    common = dict(model=meta.model, weights=weights, device="cpu", threads=threads)
+    torch_dn = Denoiser(DenoiserConfig(backend="torch", **common))
+    onnx_dn = Denoiser(DenoiserConfig(backend="onnx", onnx_path=str(onnx_path), **common))
+    audio = read_audio(speech)
+    x = audio.samples[:1]
+    y_t = torch_dn.enhance(x, audio.sample_rate)[0]
+    y_o = onnx_dn.enhance(x, audio.sample_rate)[0]
+    report = ParityReport(
+        onnx_path=str(onnx_path), precision=meta.precision, speech_file=str(speech),
+        seconds_of_audio=x.shape[1] / audio.sample_rate, max_abs_error=float(np.max(np.abs(y_t - y_o))),
+        si_snr_db=_si_snr(y_t, y_o), notes=notes,
+    )  # fmt: skip
+    if quality_pairs:
+        report.quality = _quality_rows(torch_dn, onnx_dn, shared, quality_pairs)
+    return report
+
+
+def _quality_rows(torch_dn, onnx_dn, shared: Path, stems: Sequence[str]) -> list[QualityRow]:
+    from denoise.audio import read_audio
+    from denoise.metrics import MetricUnavailable, dnsmos, pesq_wb
+
+    rows = []
+    for stem in stems:
+        noisy, clean = shared / "eval/vbd/noisy" / f"{stem}.wav", shared / "eval/vbd/clean" / f"{stem}.wav"
+        if not (noisy.is_file() and clean.is_file()):
+            continue
+        a, c = read_audio(noisy), read_audio(clean)
+        outs = [dn.enhance(a.samples[:1], a.sample_rate)[0] for dn in (torch_dn, onnx_dn)]
+        scores = []
+        for y in outs:
+            try:
+                p = pesq_wb(c.samples[0], y, c.sample_rate, a.sample_rate)
+            except MetricUnavailable:
+                p = math.nan
+            scores.append((p, dnsmos(y, a.sample_rate).ovrl))
+        rows.append(QualityRow(stem, scores[0][0], scores[1][0], scores[0][1], scores[1][1]))
+    return rows
+
+
+def shared_dir() -> Path:
+    """``$DENOISE_SHARED`` if set, else ``../shared`` beside the repository."""
+    import os
+
+    return Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared")).resolve()
