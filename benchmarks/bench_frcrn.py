@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.frcrn import FRCRN, optimize_for_inference  # noqa: E402
+from model.frcrn import FRCRN, optimize_for_inference
 
 RELEASED = dict(
     complex=True, model_complexity=45, model_depth=14, log_amp=False, padding_mode="zeros",
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", help="time only these variants (plain, optimized, modelscope)")
     args = ap.parse_args()
 
-    samples = int(round(args.seconds * 16000 / 320)) * 320
+    samples = round(args.seconds * 16000 / 320) * 320
     wav = torch.randn(1, samples) * 0.1
     variants = build_variants(args.reference)
     if args.only:
@@ -95,7 +95,9 @@ def main() -> None:
             )
             base = "modelscope" if "modelscope" in variants else "plain"
             if base in variants and name != base:
-                line += f"   x{wall[base] / wall[name]:.2f} vs {base} (wall), x{cpu[base] / cpu[name]:.2f} (cpu)"
+                line += (
+                    f"   x{wall[base] / wall[name]:.2f} vs {base} (wall), x{cpu[base] / cpu[name]:.2f} (cpu)"
+                )
             print(line, flush=True)
 
 

@@ -233,10 +233,13 @@ class ComplexSELayer(nn.Module):
 CHANNELS_LAST = torch.channels_last
 
 
-def _bn_scale_shift(bn: nn.BatchNorm2d | None, n: int) -> tuple[Tensor, Tensor]:
+def _bn_scale_shift(bn: nn.BatchNorm2d | None, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Eval-mode batch-norm as ``y = x * scale + shift`` (float64); identity when ``bn`` is None."""
     if bn is None:
-        return torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        return (
+            torch.ones(n, dtype=torch.float64, device=device),
+            torch.zeros(n, dtype=torch.float64, device=device),
+        )
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     return scale, bn.bias.double() - bn.running_mean.double() * scale
 
@@ -275,8 +278,8 @@ class FusedComplexConv(nn.Module):
         super().__init__()
         out_dim = 1 if transposed else 0
         n_out = w_re.shape[out_dim]
-        s_re, t_re = _bn_scale_shift(None if bn is None else bn.bn_re, n_out)
-        s_im, t_im = _bn_scale_shift(None if bn is None else bn.bn_im, n_out)
+        s_re, t_re = _bn_scale_shift(None if bn is None else bn.bn_re, n_out, w_re.device)
+        s_im, t_im = _bn_scale_shift(None if bn is None else bn.bn_im, n_out, w_re.device)
         shape = [1, 1, 1, 1]
         shape[out_dim] = -1
         w_re, w_im = w_re.double(), w_im.double()
@@ -346,8 +349,8 @@ class FusedComplexConvNarrowIn(nn.Module):
         w_re = c_re.weight.detach().double().transpose(2, 3)[:, 0]  # [O, kT, kF]
         w_im = c_im.weight.detach().double().transpose(2, 3)[:, 0]
         o, kt, kf = w_re.shape
-        s_re, t_re = _bn_scale_shift(None if bn is None else bn.bn_re, o)
-        s_im, t_im = _bn_scale_shift(None if bn is None else bn.bn_im, o)
+        s_re, t_re = _bn_scale_shift(None if bn is None else bn.bn_re, o, w_re.device)
+        s_im, t_im = _bn_scale_shift(None if bn is None else bn.bn_im, o, w_re.device)
         # rows: taps of x_re (kt, kf), then taps of x_im; columns: output channels
         self.w_out_re = _param((torch.cat((w_re, -w_im), dim=1).reshape(o, -1) * s_re[:, None]).t())
         self.w_out_im = _param((torch.cat((w_im, w_re), dim=1).reshape(o, -1) * s_im[:, None]).t())
@@ -405,8 +408,8 @@ class FusedComplexConvTransposeNarrow(nn.Module):
         w_re = t_re.weight.detach().double().transpose(2, 3)  # [C, O, kT, kF]
         w_im = t_im.weight.detach().double().transpose(2, 3)
         c, o, kt, kf = w_re.shape
-        s_re, t_re_shift = _bn_scale_shift(None if bn is None else bn.bn_re, o)
-        s_im, t_im_shift = _bn_scale_shift(None if bn is None else bn.bn_im, o)
+        s_re, t_re_shift = _bn_scale_shift(None if bn is None else bn.bn_re, o, w_re.device)
+        s_im, t_im_shift = _bn_scale_shift(None if bn is None else bn.bn_im, o, w_re.device)
         s_re4, s_im4 = s_re.view(1, -1, 1, 1), s_im.view(1, -1, 1, 1)
         # output channels (part, o); taps flattened as (part, o, kt, kf)
         self.w_from_re = _param(torch.cat((w_re * s_re4, w_im * s_im4), dim=1).reshape(c, -1))
@@ -414,8 +417,8 @@ class FusedComplexConvTransposeNarrow(nn.Module):
         b_re, b_im = t_re.bias.detach().double(), t_im.bias.detach().double()
         self.bias = _param(torch.cat((t_re_shift + s_re * (b_re - b_im), t_im_shift + s_im * (b_re + b_im))))
         n = 2 * o * kt * kf
-        onehot = torch.zeros(n, 2 * o, kt, kf)
-        idx = torch.arange(n)
+        onehot = torch.zeros(n, 2 * o, kt, kf, device=w_re.device)
+        idx = torch.arange(n, device=w_re.device)
         onehot[idx, idx // (kt * kf), (idx // kf) % kt, idx % kf] = 1.0
         self.onehot = _param(onehot)
         self.out_channels = o
