@@ -155,10 +155,17 @@ def write_audio(
     try:
         with os.fdopen(fd, "wb") as fh:
             sf.write(fh, data.T, sample_rate, subtype=subtype, format=container)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result should get the usual permissions
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return clipped
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _container_for(path: Path) -> str:

@@ -192,6 +192,7 @@ def _copy_verified(source: str, dest: Path, entry: WeightsEntry, progress: bool)
                 with open(source, "rb") as src:
                     shutil.copyfileobj(src, out, _CHUNK)
         verify(tmp, entry)
+        _usual_permissions(tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -257,6 +258,13 @@ def _failure_message(entry: WeightsEntry, tried: list[str]) -> str:
         "  - pass an explicit file with --weights PATH, or use the light model: --model gtcrn",
     ]
     return "\n".join(lines)
+
+
+def _usual_permissions(path: str | Path) -> None:
+    """mkstemp creates 0600 files; a published result gets 0666 minus the umask like any other file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _stamp(path: Path) -> Path:
@@ -420,6 +428,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        _usual_permissions(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -452,6 +461,7 @@ def register_local(name: str, arch: str, path: str | Path, meta: dict[str, Any] 
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=store)
         os.close(fd)
         shutil.copyfile(path, tmp)
+        _usual_permissions(tmp)
         os.replace(tmp, dest)
     local_path = store / LOCAL_MANIFEST
     entries = _read_toml(local_path).get("models", {}) if local_path.is_file() else {}

@@ -101,6 +101,9 @@ def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tmp_path, capsys) -
     failed = sum(v != "done" for v in cases.values())
     assert f"failed {failed}" in err
     assert digest(inp) == before, "inputs must never be modified"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert ((out / "good.wav").stat().st_mode & 0o777) == 0o666 & ~mask, "results get the usual permissions"
     assert not list(out.rglob("*.part")) and not list(out.rglob(".*"))
 
 
