@@ -147,7 +147,7 @@ def write_audio(
     data = np.asarray(samples, dtype=np.float32)
     if data.ndim == 1:
         data = data[None]
-    container = format or _container_for(path)
+    container = format or container_for(path)
     subtype = subtype or sf.default_subtype(container)
     data, clipped = to_int_range(data, subtype)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,8 @@ def _umask() -> int:
     return mask
 
 
-def _container_for(path: Path) -> str:
+def container_for(path: Path) -> str:
+    """The libsndfile container (e.g. "WAV", "FLAC") a file name asks for; AudioError if none can write it."""
     ext = path.suffix.lower().lstrip(".")
     formats = {"wave": "WAV", "oga": "OGG", "opus": "OGG", "aif": "AIFF", "aifc": "AIFF", "snd": "AU"}
     container = formats.get(ext, ext.upper())

@@ -149,8 +149,7 @@ class Denoiser:
 
     def enhance_file(self, src: str | Path, dst: str | Path, *, subtype: str | None = None) -> Enhanced:
         """Read ``src``, denoise, write ``dst`` atomically; returns the result with notes."""
-        from denoise.audio import _container_for as container_for
-        from denoise.audio import output_subtype, read_audio, write_audio
+        from denoise.audio import container_for, output_subtype, read_audio, write_audio
 
         audio = read_audio(src)
         result = self.enhance_report(audio.samples, audio.sample_rate)

@@ -297,25 +297,26 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             (["wav"], ["enh"]),
             {"wav": {0: "batch", 1: "samples"}, "enh": {0: "batch", 1: "samples_out"}},
         )
-        meta = OnnxMetadata(
-            model=arch, weights=name, weights_sha256=sha, sample_rate=sr, win_length=net.win_length,
-            hop_length=net.hop_length, n_fft=net.win_length, min_samples=net.min_samples, io="wav",
+        framing = dict(
+            n_fft=net.win_length, io="wav",
             stft="inside the graph: conv-STFT/iSTFT, sqrt periodic Hann 640, hop 320, no centring",
-            exporter=f"torch.onnx legacy TorchScript exporter (torch {torch.__version__})", opset=config.opset,
         )  # fmt: skip
     elif arch == "gtcrn":
         module = _SpecNet(net).eval()
         example = (net.stft(torch.randn(1, n) * 0.1),)
         names = (["spec"], ["enh"])
         dyn = {"spec": {0: "batch", 2: "frames"}, "enh": {0: "batch", 2: "frames"}}
-        meta = OnnxMetadata(
-            model=arch, weights=name, weights_sha256=sha, sample_rate=sr, win_length=net.win_length,
-            hop_length=net.hop_length, n_fft=net.n_fft, min_samples=net.min_samples, io="spec",
+        framing = dict(
+            n_fft=net.n_fft, io="spec",
             stft="outside the graph (numpy): centred, reflect padding, sqrt periodic Hann 512, hop 256",
-            exporter=f"torch.onnx legacy TorchScript exporter (torch {torch.__version__})", opset=config.opset,
         )  # fmt: skip
     else:
         raise ValueError(f"unknown architecture {arch!r}: export 'frcrn' or 'gtcrn'")
+    meta = OnnxMetadata(
+        model=arch, weights=name, weights_sha256=sha, sample_rate=sr, win_length=net.win_length,
+        hop_length=net.hop_length, min_samples=net.min_samples, opset=config.opset,
+        exporter=f"torch.onnx legacy TorchScript exporter (torch {torch.__version__})", **framing,
+    )  # fmt: skip
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad(), conv_transpose_as_conv():
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected and harmless
