@@ -89,9 +89,9 @@ WORKDIR ${DENOISE_WORKSPACE}
 # A named kernel, so notebooks say which env they run in.
 RUN python -m ipykernel install --sys-prefix --name "${ENV_NAME}" --display-name "Python 3 (${ENV_NAME})"
 
-# ---- the project: input/ output/ notebooks/ model/ 1键推理.py … (.dockerignore keeps data and weights out)
+# ---- the project: input/ output/ notebooks/ denoise_models/ 1键推理.py … (.dockerignore keeps data and weights out)
 COPY --chown=${NB_UID}:${NB_GID} . ${DENOISE_WORKSPACE}/
-# Editable, so the notebooks and `import model` use the code in /workspace; the env already holds the
+# Editable, so the notebooks and `import denoise_models` use the code in /workspace; the env already holds the
 # dependencies (--no-deps keeps pip from adding the CPU onnxruntime next to onnxruntime-gpu).
 RUN docker/build-step python -m pip install --no-cache-dir --no-deps --editable . \
     && denoise --help > /dev/null
@@ -103,7 +103,7 @@ RUN docker/build-step python -m pip install --no-cache-dir --no-deps --editable 
 #                 offline / air-gapped builds (e.g. `python -m http.server` over a folder of weight files).
 ARG WEIGHTS="frcrn_official gtcrn_dns3 gtcrn_dns3_stream gtcrn_vctk"
 ARG WEIGHTS_MIRROR=
-ENV DENOISE_WEIGHTS_DIR=${DENOISE_WORKSPACE}/model/weights
+ENV DENOISE_WEIGHTS_DIR=${DENOISE_WORKSPACE}/denoise_models/weights
 # ${WEIGHTS} is unquoted on purpose: it is a list. Afterwards any UID given with `docker run --user` may
 # work in the workspace (a single-user workstation).
 # hadolint ignore=SC2086

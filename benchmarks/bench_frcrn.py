@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.frcrn import FRCRN, optimize_for_inference
+from denoise_models.frcrn import FRCRN, optimize_for_inference
 
 RELEASED = dict(
     complex=True, model_complexity=45, model_depth=14, log_amp=False, padding_mode="zeros",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from model.gtcrn import GTCRN
+from denoise_models.gtcrn import GTCRN
 
 TARGET_RTF = 0.02  # single-threaded budget
 

@@ -27,7 +27,7 @@ from denoise.backends import Backend, create_backend
 
 @dataclass(frozen=True)
 class ModelDefaults:
-    """Per-architecture engine defaults (the networks' own STFT facts live in ``model/``)."""
+    """Per-architecture engine defaults (the networks' own STFT facts live in ``denoise_models/``)."""
 
     chunk_seconds: float
     # Context a chunk sees before its output is used: recurrent state needs time to settle.
@@ -294,7 +294,7 @@ def resolve_arch(model: str | None, weights: str | None) -> str:
     if model:
         return model.lower()
     if weights and weights != "default":
-        from model import arch_of
+        from denoise_models import arch_of
 
         try:
             found = arch_of(weights)

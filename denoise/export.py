@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from denoise_models.atomic import atomic_output
+
 EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (cache key)
 DEFAULT_OPSET = 17
 METADATA_KEY = "denoise"
@@ -180,7 +182,7 @@ def conv_transpose_as_conv() -> Iterator[None]:
     """Within the block, ``torch.nn.functional.conv_transpose2d`` is :func:`polyphase_conv_transpose2d`.
 
     Used around tracing so that every transposed conv of a network (whatever module calls it) is exported
-    as a Conv; the networks in ``model/`` stay untouched.
+    as a Conv; the networks in ``denoise_models/`` stay untouched.
     """
     F.conv_transpose2d = polyphase_conv_transpose2d
     try:
@@ -229,8 +231,8 @@ def weights_identity(weights: str | Path | None) -> tuple[str, str, Path | None]
     """
     if weights is None:
         return "random", "", None
-    from model import manifest, resolve_weights
-    from model.weights import sha256_of
+    from denoise_models import manifest, resolve_weights
+    from denoise_models.weights import sha256_of
 
     name = str(weights)
     entry = manifest().get(name)
@@ -242,7 +244,7 @@ def weights_identity(weights: str | Path | None) -> tuple[str, str, Path | None]
 
 def _resolve_default(arch: str, weights: str | None) -> str | None:
     if weights == "default":
-        from model import default_weights
+        from denoise_models import default_weights
 
         return default_weights(arch)
     return weights
@@ -250,7 +252,7 @@ def _resolve_default(arch: str, weights: str | None) -> str | None:
 
 def cache_dir() -> Path:
     """Where on-the-fly exports live: ``<weights store>/onnx``."""
-    from model.weights import store_dir
+    from denoise_models.weights import store_dir
 
     return store_dir() / "onnx"
 
@@ -265,7 +267,7 @@ def cached_onnx_path(arch: str, weights: str | None, opset: int = DEFAULT_OPSET)
 
 def load_network(arch: str, weights: str | None) -> nn.Module:
     """The torch network exactly as the torch backend runs it (fused where available), on CPU."""
-    from model import load_model, optimize_for_inference
+    from denoise_models import load_model, optimize_for_inference
 
     return optimize_for_inference(
         load_model(arch, _resolve_default(arch, weights), device="cpu", progress=False)
@@ -334,17 +336,8 @@ def export_onnx(config: ExportConfig) -> ExportResult:
 def _save_atomic(model: object, output: Path) -> None:
     import onnx
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=output.parent, prefix=f".{output.name}.", suffix=".part", delete=False
-    ) as fh:
-        tmp = Path(fh.name)
-    try:
+    with atomic_output(output) as tmp:
         onnx.save(model, str(tmp))
-        tmp.chmod(0o644)  # mkstemp makes 0600; an exported graph is not a secret
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_onnx(arch: str, weights: str | None) -> Path:

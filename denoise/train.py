@@ -56,7 +56,7 @@ from denoise.data import (
     split_files,
 )
 from denoise.train_config import FinetuneConfig
-from model.weights import atomic_torch_save
+from denoise_models.weights import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class Trainer:
             print(message, file=sys.stderr, flush=True)
 
     def _build(self) -> None:
-        from model import load_model
+        from denoise_models import load_model
 
         cfg = self.cfg
         self.device = _select_device(cfg.device, self.local_rank)
@@ -637,7 +637,7 @@ class Trainer:
 
     def _export_best(self, *, original: bool = False) -> None:
         """Write the current weights to ``best.pt`` (our format; ``original``: before any step)."""
-        from model.weights import save_checkpoint
+        from denoise_models.weights import save_checkpoint
 
         meta = {
             "base_weights": str(self.cfg.model.weights),
@@ -855,7 +855,7 @@ class Trainer:
         return result
 
     def _register(self) -> str:
-        from model.weights import register_local
+        from denoise_models.weights import register_local
 
         name = self.cfg.output.register_as or _default_register_name(self.cfg)
         meta = torch.load(self.run_dir / "best.pt", map_location="cpu", weights_only=True).get("meta", {})

@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import shared_path
 
-from model.conv_stft import stft_kernels
-from model.frcrn import FRCRN, FRCRNInference, FRCRNOutputs, optimize_for_inference
+from denoise_models.conv_stft import stft_kernels
+from denoise_models.frcrn import FRCRN, FRCRNInference, FRCRNOutputs, optimize_for_inference
 
 FIXTURES = ("fixtures", "frcrn")
 

@@ -13,13 +13,13 @@ import torch
 from conftest import shared_path
 from torch import nn
 
-from model.gtcrn import GTCRN, SFE, GTConvBlock, conv_transpose_as_conv, erb_filterbank
+from denoise_models.gtcrn import GTCRN, SFE, GTConvBlock, conv_transpose_as_conv, erb_filterbank
 
 CHECKPOINTS = ["gtcrn_dns3", "gtcrn_dns3_stream", "gtcrn_vctk"]
 
 
 def _official_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """Unwrap ``{'model': state_dict}`` by hand (model/weights.py does this in the application)."""
+    """Unwrap ``{'model': state_dict}`` by hand (denoise_models/weights.py does this in the application)."""
     ckpt = torch.load(shared_path("weights", f"{name}.tar"), map_location="cpu", weights_only=True)
     return ckpt["model"]
 

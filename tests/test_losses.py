@@ -33,7 +33,7 @@ def _torch_spec(wav: torch.Tensor) -> torch.Tensor:
 def _frcrn_spec(wav: torch.Tensor) -> torch.Tensor:
     """FRCRN's conv-STFT [B, 321, N, 2] when the network's module is there, else torch.stft."""
     try:
-        from model.conv_stft import ConvSTFT
+        from denoise_models.conv_stft import ConvSTFT
     except ImportError:
         return _torch_spec(wav)
     return L.from_stacked(ConvSTFT(640, 320, 640, "hann")(wav))

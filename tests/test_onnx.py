@@ -59,7 +59,7 @@ def test_polyphase_conv_transpose_equals_conv_transpose(kernel, stride, padding)
 
 def test_numpy_stft_matches_gtcrn_torch_framing() -> None:
     from denoise.backends.onnx_backend import istft, stft
-    from model.gtcrn import GTCRN
+    from denoise_models.gtcrn import GTCRN
 
     net = GTCRN()
     x = np.random.default_rng(1).standard_normal((2, 5000)).astype(np.float32)
@@ -85,7 +85,7 @@ def test_frcrn_export_metadata_and_checker(frcrn_export) -> None:
     import onnx
 
     from denoise.export import read_metadata
-    from model.weights import sha256_of
+    from denoise_models.weights import sha256_of
 
     result, _ = frcrn_export
     onnx.checker.check_model(str(result.path))
@@ -203,7 +203,7 @@ def test_backend_refuses_wrong_graph(gtcrn_export, tmp_path) -> None:
 def test_stream_graph_matches_torch_and_is_block_size_independent(store) -> None:
     from denoise.audio import read_audio
     from denoise.backends.gtcrn_stream import GtcrnStreamBackend
-    from model import load_model
+    from denoise_models import load_model
 
     x = read_audio(shared_path("fixtures", "gtcrn", "mix.wav")).samples[0]
     with torch.inference_mode():

@@ -22,7 +22,7 @@ from conftest import REPO, shared_path
 
 from denoise.train import LossModule, Trainer, apply_freeze, set_train_mode
 from denoise.train_config import ConfigError, FinetuneConfig
-from model import build_model, load_model
+from denoise_models import build_model, load_model
 
 NOISE = "pyroomacoustics__exercise_bike.wav"  # one noise type: a machine
 CONFIGS = ("finetune_gtcrn.toml", "finetune_frcrn.toml")
@@ -30,7 +30,7 @@ CONFIGS = ("finetune_gtcrn.toml", "finetune_frcrn.toml")
 
 @pytest.fixture(autouse=True)
 def weights_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private weights store (registration must not touch model/weights/) and the offline mirror."""
+    """A private weights store (registration must not touch denoise_models/weights/) and the offline mirror."""
     store = tmp_path / "store"
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(store))
     mirror = os.environ.get("DENOISE_WEIGHTS_MIRROR") or str(shared_path("weights"))

@@ -110,7 +110,7 @@ def stream_graph_path(onnx_path: str | Path | None = None) -> Path:
     """The official streaming graph: ``onnx_path`` if given, else the manifest entry (store or mirror)."""
     if onnx_path:
         return Path(onnx_path)
-    from model import resolve_weights
+    from denoise_models import resolve_weights
 
     return resolve_weights(STREAM_WEIGHTS, progress=False)
 

@@ -1,4 +1,4 @@
-"""PyTorch backend: the networks of ``model/`` on CPU or CUDA."""
+"""PyTorch backend: the networks of ``denoise_models/`` on CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from denoise.backends import pad_to_valid
-from model import load_model, optimize_for_inference
+from denoise_models import load_model, optimize_for_inference
 
 
 def select_device(device: str = "auto") -> torch.device:

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from model.weights import WeightsError, fetch, manifest, store_dir
+    from denoise_models.weights import WeightsError, fetch, manifest, store_dir
 
     entries = manifest()
     if args.list or not args.names:

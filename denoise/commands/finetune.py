@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"finetune: {err}", file=sys.stderr)
         return 2
     from denoise.train import Trainer
-    from model.weights import WeightsError
+    from denoise_models.weights import WeightsError
 
     run_dir = Path(cfg.output.run_dir)
     if args.fresh and run_dir.is_dir() and (run_dir / "last.pt").is_file():

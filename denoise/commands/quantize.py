@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from denoise.export import quantize_onnx, read_metadata
-    from model import manifest
+    from denoise_models import manifest
 
     src = Path(args.input)
     try:

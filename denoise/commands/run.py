@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SETUP
     except Exception as err:  # weights unavailable or a backend that cannot start: nothing was written
-        from model import WeightsError
+        from denoise_models import WeightsError
 
         if isinstance(err, WeightsError | ValueError | RuntimeError | ImportError):
             print(f"error: {err}", file=sys.stderr)

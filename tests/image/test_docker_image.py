@@ -166,7 +166,7 @@ def test_api_answers_with_token_and_refuses_without(jupyter):
     # rooted at the workspace: the tree users are promised
     status, body = h.http_get(f"{jupyter['base']}/api/contents", jupyter["token"])
     names = {item["name"] for item in json.loads(body)["content"]}
-    assert {"input", "output", "notebooks", "model", "1键推理.py"} <= names, names
+    assert {"input", "output", "notebooks", "denoise_models", "1键推理.py"} <= names, names
 
 
 def test_healthcheck_reports_healthy(docker, jupyter):

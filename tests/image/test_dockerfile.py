@@ -96,12 +96,12 @@ def test_scripts_the_image_executes_are_executable():
 
 def test_dockerignore_keeps_data_and_weights_out_but_the_folders_in():
     patterns = (h.REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    for pattern in (".git", ".venv", "input/*", "output/*", "model/weights/*"):
+    for pattern in (".git", ".venv", "input/*", "output/*", "denoise_models/weights/*"):
         assert pattern in patterns, pattern
-    for keep in ("!input/.gitkeep", "!output/.gitkeep", "!model/weights/.gitkeep"):
+    for keep in ("!input/.gitkeep", "!output/.gitkeep", "!denoise_models/weights/.gitkeep"):
         assert keep in patterns, keep
     # what the Dockerfile copies must not be ignored
-    for needed in ("environment.yml", "docker", "pyproject.toml", "model", "denoise", "notebooks"):
+    for needed in ("environment.yml", "docker", "pyproject.toml", "denoise_models", "denoise", "notebooks"):
         assert needed not in patterns, needed
 
 

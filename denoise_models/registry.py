@@ -8,8 +8,8 @@ from torch import nn
 
 # name -> "module:Class"; imported lazily so that using one network never imports the other.
 ARCHITECTURES: dict[str, str] = {
-    "frcrn": "model.frcrn:FRCRN",
-    "gtcrn": "model.gtcrn:GTCRN",
+    "frcrn": "denoise_models.frcrn:FRCRN",
+    "gtcrn": "denoise_models.gtcrn:GTCRN",
 }
 
 

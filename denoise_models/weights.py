@@ -2,7 +2,7 @@
 
 Resolution order for a manifest name (first hit wins, every file is sha256-verified):
 
-1. the local store: ``$DENOISE_WEIGHTS_DIR`` if set, else ``model/weights/`` beside this file
+1. the local store: ``$DENOISE_WEIGHTS_DIR`` if set, else ``denoise_models/weights/`` beside this file
    (git-ignored; the Docker image bakes files in here), else ``~/.cache/speech-denoise/weights``;
 2. mirrors listed in ``$DENOISE_WEIGHTS_MIRROR``: directories or http(s) base URLs, separated by spaces;
 3. the upstream URLs of the manifest (skipped when ``$DENOISE_WEIGHTS_OFFLINE=1``).
@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import tomllib
 import urllib.error
 import urllib.parse
@@ -31,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.registry import architecture_class, build_model
+from denoise_models.atomic import atomic_output, atomic_write_bytes
+from denoise_models.registry import architecture_class, build_model
 
 MANIFEST_PATH = Path(__file__).with_name("weights.toml")
 LOCAL_MANIFEST = "local.toml"
@@ -181,21 +181,14 @@ def _candidates(entry: WeightsEntry) -> Iterator[str]:
 
 def _copy_verified(source: str, dest: Path, entry: WeightsEntry, progress: bool) -> None:
     """Copy/download ``source`` to a temp file beside ``dest``, verify it, then rename atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_output(dest) as tmp:
+        with open(tmp, "wb") as out:
             if source.startswith(("http://", "https://")):
                 _download(source, out, entry, progress)
             else:
                 with open(source, "rb") as src:
                     shutil.copyfileobj(src, out, _CHUNK)
         verify(tmp, entry)
-        _usual_permissions(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _download(url: str, out: Any, entry: WeightsEntry, progress: bool) -> None:
@@ -258,13 +251,6 @@ def _failure_message(entry: WeightsEntry, tried: list[str]) -> str:
         "  - pass an explicit file with --weights PATH, or use the light model: --model gtcrn",
     ]
     return "\n".join(lines)
-
-
-def _usual_permissions(path: str | Path) -> None:
-    """mkstemp creates 0600 files; a published result gets 0666 minus the umask like any other file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _stamp(path: Path) -> Path:
@@ -422,16 +408,8 @@ def save_checkpoint(path: str | Path, net: nn.Module, arch: str, meta: dict[str,
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        _usual_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _toml_value(value: Any) -> str:
@@ -458,11 +436,8 @@ def register_local(name: str, arch: str, path: str | Path, meta: dict[str, Any] 
     store.mkdir(parents=True, exist_ok=True)
     dest = store / f"{name}.pt"
     if Path(path).resolve() != dest.resolve():
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=store)
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        _usual_permissions(tmp)
-        os.replace(tmp, dest)
+        with atomic_output(dest) as tmp:
+            shutil.copyfile(path, tmp)
     local_path = store / LOCAL_MANIFEST
     entries = _read_toml(local_path).get("models", {}) if local_path.is_file() else {}
     entries[name] = {
@@ -478,9 +453,6 @@ def register_local(name: str, arch: str, path: str | Path, meta: dict[str, Any] 
         lines.append(f"[models.{entry_name}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict | list)]
         lines.append("")
-    fd, tmp = tempfile.mkstemp(prefix=".local.", suffix=".toml", dir=store)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines))
-    os.replace(tmp, local_path)
+    atomic_write_bytes(local_path, "\n".join(lines).encode())
     _mark_verified(dest)
     return dest

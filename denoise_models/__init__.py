@@ -2,12 +2,12 @@
 
 The public entry point is :func:`load_model`::
 
-    from model import load_model
+    from denoise_models import load_model
     net = load_model("frcrn", weights="frcrn_official")   # or a path, or None
     wav_out = net(wav_in)   # float32 [batch, samples] at 16 kHz -> [batch, samples']
 
 ``model`` knows nothing about files of audio, command lines or printing: that is the
-application's job (package ``denoise``). Dependencies point one way: denoise -> model.
+application's job (package ``denoise``). Dependencies point one way: denoise -> denoise_models.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.registry import ARCHITECTURES, build_model
-from model.weights import (
+from denoise_models.registry import ARCHITECTURES, build_model
+from denoise_models.weights import (
     WeightsEntry,
     WeightsError,
     arch_of,

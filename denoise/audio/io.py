@@ -1,20 +1,20 @@
-"""Reading, validating, resampling and writing audio files.
+"""Reading, resampling and writing audio (whole arrays). Shapes are always ``[channels, samples]`` float32.
 
-Every rule about what counts as bad input lives here, so that a batch can give each file one clear
-line: :class:`AudioError` carries that line. Shapes are always ``[channels, samples]`` float32.
+What counts as a bad file is decided in :mod:`denoise.audio.probe`; writing goes through the one atomic
+writer, :func:`denoise_models.atomic.atomic_output`.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from denoise.audio.probe import AudioError, probe_audio
+from denoise_models.atomic import atomic_output
 
 # What libsndfile opens by extension; anything else in a folder is not audio and is left alone.
 AUDIO_EXTENSIONS = frozenset(
@@ -24,10 +24,6 @@ AUDIO_EXTENSIONS = frozenset(
 
 # Integer subtypes whose full scale float32 [-1, 1) represents exactly; used to keep the input's depth.
 _KEEP_SUBTYPES = frozenset({"PCM_16", "PCM_24", "PCM_32", "PCM_U8", "PCM_S8", "FLOAT", "DOUBLE"})
-
-
-class AudioError(ValueError):
-    """A file that cannot be processed; ``str(err)`` is the one-line reason shown to the user."""
 
 
 @dataclass
@@ -65,26 +61,15 @@ def read_audio(path: str | Path) -> AudioFile:
     Repairs that keep data are made and reported in ``notes`` (non-finite samples set to zero, a
     header that claims more frames than the file holds). Anything else raises :class:`AudioError`.
     """
-    path = Path(path)
+    info = probe_audio(path)
     try:
-        st = path.stat()
-    except OSError as err:
-        raise AudioError(f"cannot open: {err.strerror or err}") from err
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device named .wav would block or never end
-        raise AudioError("not a regular file")
-    if st.st_size == 0:
-        raise AudioError("empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise AudioError("cannot open: permission denied")
-    try:
-        info = sf.info(str(path))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = str(err).split(":")[-1].strip() or "unknown format"
         raise AudioError(f"not an audio file libsndfile can read ({reason})") from err
     except OSError as err:
         raise AudioError(f"cannot read: {err.strerror or err}") from err
-    notes: list[str] = []
+    notes: list[str] = list(info.notes)
     if data.shape[0] == 0:
         raise AudioError("holds no audio samples")
     if info.frames > data.shape[0]:
@@ -150,22 +135,9 @@ def write_audio(
     container = format or container_for(path)
     subtype = subtype or sf.default_subtype(container)
     data, clipped = to_int_range(data, subtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, data.T, sample_rate, subtype=subtype, format=container)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result should get the usual permissions
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        sf.write(str(tmp), data.T, sample_rate, subtype=subtype, format=container)
     return clipped
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def container_for(path: Path) -> str:

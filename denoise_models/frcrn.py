@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from model.complex_nn import (
+from denoise_models.complex_nn import (
     ComplexBatchNorm2d,
     ComplexConv2d,
     ComplexConvTranspose2d,
@@ -47,7 +47,7 @@ from model.complex_nn import (
     FusedComplexFsmn,
     FusedComplexSE,
 )
-from model.conv_stft import ConviSTFT, ConvSTFT
+from denoise_models.conv_stft import ConviSTFT, ConvSTFT
 
 __all__ = ["FRCRN", "FRCRNInference", "FRCRNOutputs", "optimize_for_inference"]
 
@@ -341,7 +341,7 @@ def _released_alias(module: str) -> str:
 
 class FusedUNet(nn.Module):
     """Eval-only UNet on pairs ``(re, im)`` of ``[B, C, T, F]`` channels-last tensors (see
-    :mod:`model.complex_nn`), built from a trained :class:`UNet` with BN folded in."""
+    :mod:`denoise_models.complex_nn`), built from a trained :class:`UNet` with BN folded in."""
 
     def __init__(self, unet: UNet):
         super().__init__()

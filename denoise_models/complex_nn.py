@@ -15,7 +15,7 @@ layout, never the arithmetic. Parameter names match the released checkpoint (``c
 ``tconv_im``, ``bn_re``, ``fsmn_re_L1.linear`` ...).
 
 **Inference blocks** (``Fused*``), built from trained blocks and used by
-:func:`model.frcrn.optimize_for_inference`. A complex activation is a pair ``(re, im)`` of
+:func:`denoise_models.frcrn.optimize_for_inference`. A complex activation is a pair ``(re, im)`` of
 ``[B, C, T, F]`` channels-last tensors (time as height, frequency as width), and everything that
 is linear and fixed at inference time is folded:
 
