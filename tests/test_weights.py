@@ -16,7 +16,14 @@ import torch
 from conftest import shared_path
 
 from denoise_models import WeightsError, load_model, manifest
-from denoise_models.weights import fetch, read_checkpoint, register_local, resolve_weights, save_checkpoint, store_dir
+from denoise_models.weights import (
+    fetch,
+    read_checkpoint,
+    register_local,
+    resolve_weights,
+    save_checkpoint,
+    store_dir,
+)
 
 
 @pytest.fixture(autouse=True)

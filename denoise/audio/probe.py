@@ -55,4 +55,6 @@ def probe_audio(path: str | Path) -> AudioInfo:
         raise AudioError(f"not an audio file libsndfile can read ({reason})") from err
     except OSError as err:
         raise AudioError(f"cannot read: {err.strerror or err}") from err
-    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype)
+    return AudioInfo(
+        path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype
+    )
