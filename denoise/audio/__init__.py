@@ -10,7 +10,14 @@ from denoise.audio.io import (
     write_audio,
 )
 from denoise.audio.probe import AudioError, AudioInfo, probe_audio
-from denoise.audio.sink import AudioSink, container_for, default_subtype_for, to_int_range
+from denoise.audio.sink import (
+    AudioSink,
+    check_output_format,
+    container_for,
+    default_subtype_for,
+    required_subtype,
+    to_int_range,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -18,12 +25,14 @@ __all__ = [
     "AudioFile",
     "AudioInfo",
     "AudioSink",
+    "check_output_format",
     "container_for",
     "default_subtype_for",
     "is_audio_path",
     "output_subtype",
     "probe_audio",
     "read_audio",
+    "required_subtype",
     "resample",
     "to_int_range",
     "write_audio",

@@ -6,6 +6,7 @@ writer :class:`denoise.audio.sink.AudioSink` (verified, atomic).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def read_audio(path: str | Path) -> AudioFile:
     """
     info = probe_audio(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = str(err).split(":")[-1].strip() or "unknown format"
         raise AudioError(f"not an audio file libsndfile can read ({reason})") from err

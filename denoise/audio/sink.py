@@ -43,10 +43,15 @@ def container_for(path: Path) -> str:
     return container
 
 
+def required_subtype(path: Path) -> str | None:
+    """The subtype a file name itself demands (``OPUS`` for ``.opus``), else None."""
+    return _SUBTYPE_OF_EXT.get(path.suffix.lower())
+
+
 def default_subtype_for(path: Path, container: str | None = None) -> str:
     """The subtype a result named ``path`` gets when none is asked for (Opus for ``.opus``)."""
     container = (container or container_for(path)).upper()
-    return _SUBTYPE_OF_EXT.get(path.suffix.lower()) or sf.default_subtype(container)
+    return required_subtype(path) or sf.default_subtype(container)
 
 
 def check_output_format(path: Path, subtype: str | None = None, format: str | None = None) -> tuple[str, str]:
@@ -58,7 +63,7 @@ def check_output_format(path: Path, subtype: str | None = None, format: str | No
     if container not in sf.available_formats():
         raise AudioError(f"unknown output format {format!r}; choose e.g. WAV or FLAC")
     subtype = (subtype or default_subtype_for(path, container)).upper()
-    wanted = _SUBTYPE_OF_EXT.get(path.suffix.lower())
+    wanted = required_subtype(path)
     if wanted and subtype != wanted:
         raise AudioError(f"{path.suffix} files hold {wanted}, not {subtype}")
     if subtype not in sf.available_subtypes() or not sf.check_format(container, subtype):
