@@ -68,13 +68,14 @@ class ManifestWriter:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # O_APPEND: concurrent writers (cluster workers on one file system) never interleave within a line.
-        self._fd = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o666
-        )
+        self._fd = -1  # opened with the first row: a run that writes nothing leaves no manifest
 
     def append(self, record: Mapping[str, Any]) -> None:
+        if self._fd < 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND: writers sharing one file (cluster workers) never interleave within a line.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            self._fd = os.open(self.path, flags, 0o666)
         line = json.dumps(dict(record), ensure_ascii=True, default=str) + "\n"  # ascii: no encoding issues
         data = line.encode("ascii", "backslashreplace")
         written = os.write(self._fd, data)
@@ -161,16 +162,20 @@ class ResumeDecision:
 
 
 def plan_resume(
-    sources: Iterable[Path],
+    items: Iterable[tuple[Path, Path]],
     rows: Iterable[Mapping[str, Any]],
     settings: str,
     *,
     with_hash: bool = False,
 ) -> list[ResumeDecision]:
-    """Which inputs can keep their recorded output, by the module's resume rules."""
-    latest = latest_rows(rows)
+    """For each ``(input, planned output)``: can its recorded output stand? By the module's resume rules.
+
+    ``rows`` are the manifest's rows of earlier runs ("skipped" rows left out by the caller or not: the
+    latest row that records work is what counts).
+    """
+    latest = latest_rows(r for r in rows if r.get("status") != "skipped")
     decisions = []
-    for source in sources:
+    for source, target in items:
         row = latest.get(path_text(source))
         reuse, reason = False, ""
         if row is None:
@@ -179,6 +184,8 @@ def plan_resume(
             reason = f"last run: {row.get('status')}"
         elif row.get("settings_hash") != settings:
             reason = "made with other settings"
+        elif row.get("output") != path_text(target):
+            reason = "output name changed"
         else:
             try:
                 now = input_identity(source, with_hash=with_hash and bool(row.get("input_sha256")))
@@ -194,3 +201,31 @@ def plan_resume(
                 reuse = True
         decisions.append(ResumeDecision(source, reuse, reason))
     return decisions
+
+
+def engine_settings(config: Any) -> dict[str, Any]:
+    """The settings that change an output, from a ``DenoiserConfig``: what :func:`settings_hash` hashes.
+
+    Device, threads and batch size are left out (they change speed, not the result beyond float noise).
+    The weights are identified by their sha256, so a re-fetched or renamed file is still the same model.
+    """
+    fields = ("model", "backend", "precision", "chunk_seconds", "overlap_seconds", "atten_lim_db")
+    settings = {name: getattr(config, name, None) for name in fields}
+    settings["keep_level"] = getattr(config, "keep_level", True)
+    settings["compat"] = getattr(config, "compat", None)
+    settings["weights_sha256"] = weights_sha256(config.weights, config.model)
+    return settings
+
+
+def weights_sha256(weights: str | Path | None, arch: str) -> str | None:
+    """sha256 of the weights a config names, without loading them (from the manifest when it is known)."""
+    if weights is None:
+        return None  # random weights (tests): nothing to identify
+    from denoise_models import weights as store
+
+    name = store.default_weights(arch) if str(weights) == "default" else str(weights)
+    entry = store.manifest().get(name)
+    if entry is not None:
+        return entry.sha256
+    path = Path(name).expanduser()
+    return file_sha256(path) if path.is_file() else None
