@@ -196,6 +196,7 @@ def run_batch(
     subtype: str | None = None,
     manifest_path: Path | None = None,
     with_hash: bool = False,
+    score: bool = False,
     wait: bool = False,
     verbose: bool = False,
     progress: bool = True,
@@ -206,7 +207,8 @@ def run_batch(
     ``make_denoiser`` is called once, and only if there is work to do (so an all-done rerun never loads
     weights); exceptions it raises propagate (the caller turns them into exit status 2). ``settings``
     are what makes an output (model, weights sha256, engine knobs, format): their hash is recorded and
-    resume redoes outputs made with other settings.
+    resume redoes outputs made with other settings. ``score`` adds DNSMOS SIG/BAK/OVRL of each input and
+    output to its manifest row (``dnsmos_*_before``/``_after``).
     """
     from tqdm.auto import tqdm
 
@@ -226,7 +228,7 @@ def run_batch(
         try:
             _run_locked(
                 input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings,
-                overwrite=overwrite, suffix=suffix, subtype=subtype, with_hash=with_hash,
+                overwrite=overwrite, suffix=suffix, subtype=subtype, with_hash=with_hash, score=score,
                 verbose=verbose, progress=progress, say=say,
             )  # fmt: skip
         except (KeyboardInterrupt, Interrupted) as err:
@@ -247,6 +249,7 @@ def _run_locked(
     suffix: str | None,
     subtype: str | None,
     with_hash: bool,
+    score: bool,
     verbose: bool,
     progress: bool,
     say: Callable[[str], None],
@@ -299,7 +302,10 @@ def _run_locked(
                     result.reason = (
                         "the input changed while it was processed (still being copied?); rerun to redo"
                     )
-                record(result, before)
+                extra = dict(before or {})
+                if score and result.status is Status.DONE:
+                    extra |= dnsmos_before_after(source, target)
+                record(result, extra)
                 say(format_result(result, base))
 
 
@@ -310,7 +316,23 @@ def _identity_or_none(source: Path, with_hash: bool) -> dict[str, Any] | None:
         return None
 
 
-def _row(result: FileResult, settings: Mapping[str, Any], digest: str, identity: Mapping[str, Any]) -> dict:
+def dnsmos_before_after(source: Path, target: Path) -> dict[str, float | None]:
+    """DNSMOS SIG/BAK/OVRL of the input and of the output (channels averaged), for ``--score``."""
+    from denoise.audio import read_audio
+    from denoise.metrics import dnsmos_scores, to_16k
+
+    scores: dict[str, float | None] = {}
+    for when, path in (("before", source), ("after", target)):
+        audio = read_audio(path)
+        values, _ = dnsmos_scores(to_16k(audio.samples.mean(axis=0), audio.sample_rate))
+        for name in ("sig", "bak", "ovrl"):
+            value = values[f"dnsmos_{name}"]
+            scores[f"dnsmos_{name}_{when}"] = None if value != value else round(value, 4)  # NaN -> null
+    return scores
+
+
+def _row(result: FileResult, settings: Mapping[str, Any], digest: str, extra: Mapping[str, Any]) -> dict:
+    """The manifest row of one result (``extra``: identity taken before processing, scores)."""
     out_size = out_frames = None
     if result.status is Status.DONE:
         with contextlib.suppress(OSError, RuntimeError):
@@ -320,7 +342,8 @@ def _row(result: FileResult, settings: Mapping[str, Any], digest: str, identity:
             out_frames = sf.info(os.fsencode(result.target)).frames
     return {
         "input": path_text(result.source),
-        **(identity or _identity_or_none(result.source, False) or {}),
+        **(_identity_or_none(result.source, False) or {}),
+        **extra,
         "output": path_text(result.target),
         "output_size": out_size,
         "output_frames": out_frames,

@@ -351,3 +351,12 @@ def test_inputs_from_a_list(tmp_path: Path) -> None:
     (tmp_path / "list.jsonl").write_text(json.dumps({"path": str(inp / "x" / "a.wav")}) + "\n")
     assert run("-i", tmp_path / "list.jsonl", "-o", tmp_path / "out2") == 0
     assert (tmp_path / "out2" / "a.wav").is_file()
+
+
+def test_score_adds_dnsmos_before_and_after(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    tone(inp / "a.wav", seconds=1.0)
+    assert run("-i", inp, "-o", out, "--score") == 0
+    (row,) = read_manifest(out / MANIFEST_NAME)
+    for name in ("sig", "bak", "ovrl"):
+        assert 1.0 <= row[f"dnsmos_{name}_before"] <= 5.0 and 1.0 <= row[f"dnsmos_{name}_after"] <= 5.0

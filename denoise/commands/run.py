@@ -43,13 +43,18 @@ def add_arguments(
         "--manifest", default=None, help="results manifest path (default: OUTPUT/.denoise-manifest.jsonl)"
     )
     p.add_argument("--hash", action="store_true", help="record each input's sha256 (resume then checks it)")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="add DNSMOS SIG/BAK/OVRL before and after to the manifest (slower)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for another run on OUTPUT instead of exit 2")
     p.add_argument("--verbose", "-v", action="store_true", help="list the plan, skipped and ignored files")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    from denoise.batch import EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
+    from denoise.batch import EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
     from denoise.manifest import engine_settings
     from denoise_models import WeightsError
 
@@ -84,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
             subtype=args.subtype,
             manifest_path=Path(args.manifest) if args.manifest else None,
             with_hash=args.hash,
+            score=args.score,
             wait=args.wait,
             verbose=args.verbose,
             progress=not args.quiet,
@@ -91,6 +97,9 @@ def main(args: argparse.Namespace) -> int:
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SETUP
+    except KeyboardInterrupt:  # before the batch started (e.g. while checking options): nothing written
+        print("interrupted — nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as err:  # weights unavailable or a backend that cannot start: nothing was written
         if isinstance(err, WeightsError | ValueError | RuntimeError | ImportError):
             print(f"error: {err}", file=sys.stderr)
