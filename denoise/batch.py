@@ -104,9 +104,15 @@ class BatchSummary:
 class Interrupted(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so every ``with`` block cleans up on its way out."""
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Interrupted` (nesting is fine: the outer handler is restored)."""
+
     def on_term(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
@@ -224,7 +230,7 @@ def run_batch(
     the_settings = {**(settings or {}), "suffix": suffix, "subtype": subtype}
     digest = settings_hash(the_settings)
     summary = BatchSummary()
-    with output_lock(output_dir, wait=wait, echo=say), _sigterm_interrupts():
+    with output_lock(output_dir, wait=wait, echo=say), sigterm_interrupts():
         try:
             _run_locked(
                 input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings,
@@ -232,7 +238,7 @@ def run_batch(
                 verbose=verbose, progress=progress, say=say,
             )  # fmt: skip
         except (KeyboardInterrupt, Interrupted) as err:
-            summary.interrupted_by = err.args[0] if isinstance(err, Interrupted) else signal.SIGINT
+            summary.interrupted_by = err.signum if isinstance(err, Interrupted) else signal.SIGINT
     return summary
 
 

@@ -64,7 +64,7 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
 
 
 class ManifestWriter:
-    """Append rows to a JSONL manifest: one ``write`` plus ``fsync`` per row, so each row is whole or absent."""
+    """Append rows to a JSONL manifest: one ``write`` + ``fsync`` per row, so a row is whole or absent."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -319,7 +319,8 @@ def test_manifest_row_per_input_and_resume_rules(tmp_path: Path, capsys) -> None
     assert run("-i", inp, "-o", out, "--hash") == 1
     rows = read_manifest(out / MANIFEST_NAME)
     assert sorted((Path(r["input"]).name, r["status"]) for r in rows) == [
-        ("bad.wav", "failed"), ("broken.wav", "done"), ("empty.wav", "done"), ("keep.wav", "done"), ("other.wav", "done"),
+        ("bad.wav", "failed"), ("broken.wav", "done"), ("empty.wav", "done"), ("keep.wav", "done"),
+        ("other.wav", "done"),
     ]  # fmt: skip
     keep = next(r for r in rows if r["input"].endswith("keep.wav"))
     assert (keep["rate"], keep["channels"], keep["output_frames"], len(keep["input_sha256"])) == (

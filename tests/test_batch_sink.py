@@ -1,4 +1,4 @@
-"""AudioSink: the one block writer. Verified, clipped never wrapped, atomic, interrupt-safe (issue 14 items 4, 6, 7, 10)."""
+"""AudioSink, the one block writer: verified, clipped never wrapped, atomic, interrupt-safe (issue 14: 4, 6, 7, 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Audio in and out: bad-file rules (:mod:`.probe`), reading and resampling (:mod:`.io`), writing (:mod:`.sink`)."""
+"""Audio in and out: bad-file rules (:mod:`.probe`), reading/resampling (:mod:`.io`), writing (:mod:`.sink`)."""
 
 from denoise.audio.io import (
     AUDIO_EXTENSIONS,

@@ -217,7 +217,7 @@ class AudioSink:
             )
 
     def _write_failure(self) -> str:
-        """One line saying why a write failed, asked of the OS itself (libsndfile only says "System error")."""
+        """One line saying why a write failed, asked of the OS (libsndfile only says "System error")."""
         size = 0
         try:
             size = os.fstat(self._fd).st_size

@@ -54,7 +54,18 @@ def add_arguments(
 
 
 def main(args: argparse.Namespace) -> int:
-    from denoise.batch import EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
+    from denoise.batch import EXIT_INTERRUPTED, Interrupted, sigterm_interrupts
+
+    try:
+        with sigterm_interrupts():  # from the start: a TERM while torch imports still ends cleanly
+            return _main(args)
+    except (KeyboardInterrupt, Interrupted) as err:  # before the batch started: nothing was written
+        print("interrupted — nothing was written", file=sys.stderr)
+        return 128 + err.signum if isinstance(err, Interrupted) else EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
+    from denoise.batch import EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
     from denoise.manifest import engine_settings
     from denoise_models import WeightsError
 
@@ -97,9 +108,6 @@ def main(args: argparse.Namespace) -> int:
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SETUP
-    except KeyboardInterrupt:  # before the batch started (e.g. while checking options): nothing written
-        print("interrupted — nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except Exception as err:  # weights unavailable or a backend that cannot start: nothing was written
         if isinstance(err, WeightsError | ValueError | RuntimeError | ImportError):
             print(f"error: {err}", file=sys.stderr)
