@@ -18,9 +18,22 @@ import soundfile as sf
 MIN_RATE = 4_000  # Hz; below this there is no speech band to denoise (a "1 Hz" header is a broken file)
 MAX_RATE = 384_000  # Hz; the highest rate audio interfaces record
 MAX_CHANNELS = 32
+
+
 # Working memory one file may need, estimated as decoded float32 samples times the copies the engine
-# holds (input, resampled, output, resampled back, headroom). Override with DENOISE_MEMORY_BUDGET_GB.
-MEMORY_BUDGET_BYTES = int(float(os.environ.get("DENOISE_MEMORY_BUDGET_GB", "8")) * 2**30)
+# holds (input, resampled, output, resampled back, headroom); the budget is half the machine's RAM
+# (the kernel would kill the whole batch past it), or DENOISE_MEMORY_BUDGET_GB.
+def _memory_budget() -> int:
+    override = os.environ.get("DENOISE_MEMORY_BUDGET_GB")
+    if override:
+        return int(float(override) * 2**30)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a conservative 8 GB
+        return 8 * 2**30
+
+
+MEMORY_BUDGET_BYTES = _memory_budget()
 WORKING_COPIES = 6
 
 
