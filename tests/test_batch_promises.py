@@ -222,6 +222,7 @@ def test_stale_temps_of_killed_runs_are_removed(tmp_path: Path) -> None:
 
 
 # 6 -------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a subprocess or DNSMOS model load: 10-60 s on the shared 2-core box
 def test_full_disk_fails_the_file_with_a_reason_and_goes_on(tmp_path: Path) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     tone(inp / "big.wav", seconds=8.0)  # 256 kB out: past the limit below
@@ -354,6 +355,7 @@ def test_inputs_from_a_list(tmp_path: Path) -> None:
     assert (tmp_path / "out2" / "a.wav").is_file()
 
 
+@pytest.mark.slow  # a subprocess or DNSMOS model load: 10-60 s on the shared 2-core box
 def test_score_adds_dnsmos_before_and_after(tmp_path: Path) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     tone(inp / "a.wav", seconds=1.0)

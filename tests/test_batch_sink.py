@@ -96,6 +96,7 @@ def test_odd_names_work(tmp_path: Path) -> None:
     assert sf.info(os.fsencode(folder / name)).frames == 20_000
 
 
+@pytest.mark.slow  # a subprocess or DNSMOS model load: 10-60 s on the shared 2-core box
 @pytest.mark.parametrize("optimize", ["", "-O"])
 def test_full_file_system_gives_a_reason_and_no_result(tmp_path: Path, optimize: str) -> None:
     """RLIMIT_FSIZE makes writes fail with EFBIG past 200 kB, as a full disk would with ENOSPC."""
