@@ -26,6 +26,7 @@ from denoise.audio import AudioError, check_output_format, required_subtype
 from denoise.manifest import (
     MANIFEST_NAME,
     ManifestWriter,
+    dnsmos_before_after,
     input_identity,
     path_text,
     plan_resume,
@@ -320,21 +321,6 @@ def _identity_or_none(source: Path, with_hash: bool) -> dict[str, Any] | None:
         return input_identity(source, with_hash=with_hash)
     except OSError:
         return None
-
-
-def dnsmos_before_after(source: Path, target: Path) -> dict[str, float | None]:
-    """DNSMOS SIG/BAK/OVRL of the input and of the output (channels averaged), for ``--score``."""
-    from denoise.audio import read_audio
-    from denoise.metrics import dnsmos_scores, to_16k
-
-    scores: dict[str, float | None] = {}
-    for when, path in (("before", source), ("after", target)):
-        audio = read_audio(path)
-        values, _ = dnsmos_scores(to_16k(audio.samples.mean(axis=0), audio.sample_rate))
-        for name in ("sig", "bak", "ovrl"):
-            value = values[f"dnsmos_{name}"]
-            scores[f"dnsmos_{name}_{when}"] = None if value != value else round(value, 4)  # NaN -> null
-    return scores
 
 
 def _row(result: FileResult, settings: Mapping[str, Any], digest: str, extra: Mapping[str, Any]) -> dict:

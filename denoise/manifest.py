@@ -203,6 +203,21 @@ def plan_resume(
     return decisions
 
 
+def dnsmos_before_after(source: Path, target: Path) -> dict[str, float | None]:
+    """DNSMOS SIG/BAK/OVRL of the input and of the output (channels averaged), for ``--score``."""
+    from denoise.audio import read_audio
+    from denoise.metrics import dnsmos_scores, to_16k
+
+    scores: dict[str, float | None] = {}
+    for when, path in (("before", source), ("after", target)):
+        audio = read_audio(path)
+        values, _ = dnsmos_scores(to_16k(audio.samples.mean(axis=0), audio.sample_rate))
+        for name in ("sig", "bak", "ovrl"):
+            value = values[f"dnsmos_{name}"]
+            scores[f"dnsmos_{name}_{when}"] = None if value != value else round(value, 4)  # NaN -> null
+    return scores
+
+
 def engine_settings(config: Any) -> dict[str, Any]:
     """The settings that change an output, from a ``DenoiserConfig``: what :func:`settings_hash` hashes.
 

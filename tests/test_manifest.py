@@ -97,3 +97,11 @@ def test_input_lists(tmp_path: Path) -> None:
         read_input_list(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match=r"\.csv, \.jsonl or \.parquet"):
         read_input_list(tmp_path / "l.txt")
+
+
+def test_parquet_input_list(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": ["a.wav", "/abs/b.wav"], "speaker": [1, 2]}), tmp_path / "l.parquet")
+    assert read_input_list(tmp_path / "l.parquet") == [tmp_path / "a.wav", Path("/abs/b.wav")]
