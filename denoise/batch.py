@@ -12,6 +12,7 @@ exit status is 0 only when nothing failed; one run at a time per output folder (
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -30,19 +31,16 @@ from denoise.manifest import (
     input_identity,
     path_text,
     plan_resume,
-    read_input_list,
     read_manifest,
     settings_hash,
 )
-from denoise.plan import SetupError, plan_outputs, printable
-from denoise.walk import walk_inputs
+from denoise.plan import SetupError, check_folders, gather_inputs, plan_outputs, printable
 from denoise_models.atomic import remove_stale_temps
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # some files failed; the others were written
 EXIT_SETUP = 2  # nothing could run: weights unavailable, output not writable, bad options, folder locked
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTERM)
-INPUT_LIST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 
 class Status(StrEnum):
@@ -100,6 +98,19 @@ class BatchSummary:
         if self.interrupted_by:
             out.append("interrupted — rerun to resume")
         return out
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs (see :func:`run_batch`)."""
+
+    overwrite: bool = False
+    suffix: str | None = None
+    subtype: str | None = None
+    with_hash: bool = False
+    score: bool = False
+    verbose: bool = False
+    progress: bool = True
 
 
 class Interrupted(BaseException):
@@ -162,36 +173,6 @@ def output_lock(
         os.close(fd)  # releases the lock
 
 
-def check_folders(input_path: Path, output_dir: Path) -> None:
-    """Refuse folders that would lose data or fail late: raise :class:`SetupError` before any work."""
-    if not input_path.exists():
-        raise SetupError(f"input {printable(input_path)} does not exist")
-    if output_dir.resolve() == input_path.resolve():
-        raise SetupError("output folder is the input folder: results would replace your recordings")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(output_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as err:
-        raise SetupError(
-            f"output folder {printable(output_dir)} is not writable: {err.strerror or err}"
-        ) from err
-
-
-def gather_inputs(input_path: Path, output_dir: Path) -> tuple[list[Path], Path, list[tuple[Path, str]]]:
-    """``(inputs, base folder outputs mirror, ignored)`` for a folder, a single file or an input list."""
-    if input_path.is_file() and input_path.suffix.lower() in INPUT_LIST_SUFFIXES:
-        try:
-            files = [Path(os.path.abspath(p)) for p in read_input_list(input_path)]
-        except (OSError, ValueError) as err:
-            raise SetupError(f"cannot read the input list {printable(input_path)}: {err}") from err
-        base = Path(os.path.commonpath([p.parent for p in files])) if files else input_path.parent
-        return files, base, []
-    walk = walk_inputs(input_path, exclude=[output_dir])
-    base = input_path if input_path.is_dir() else input_path.parent
-    return walk.files, base, walk.skipped
-
-
 def run_batch(
     input_path: Path,
     output_dir: Path,
@@ -226,7 +207,10 @@ def run_batch(
             check_output_format(Path("probe" + (suffix or ".wav")), subtype)
         except AudioError as err:
             raise SetupError(str(err)) from err
+    if score and importlib.util.find_spec("speechmos") is None:
+        raise SetupError("--score needs DNSMOS: pip install speechmos")
     check_folders(input_path, output_dir)
+    opts = BatchOptions(overwrite, suffix, subtype, with_hash, score, verbose, progress)
     manifest_path = Path(manifest_path or output_dir / MANIFEST_NAME)
     the_settings = {**(settings or {}), "suffix": suffix, "subtype": subtype}
     digest = settings_hash(the_settings)
@@ -234,10 +218,8 @@ def run_batch(
     with output_lock(output_dir, wait=wait, echo=say), sigterm_interrupts():
         try:
             _run_locked(
-                input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings,
-                overwrite=overwrite, suffix=suffix, subtype=subtype, with_hash=with_hash, score=score,
-                verbose=verbose, progress=progress, say=say,
-            )  # fmt: skip
+                input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings, opts, say
+            )
         except (KeyboardInterrupt, Interrupted) as err:
             summary.interrupted_by = err.signum if isinstance(err, Interrupted) else signal.SIGINT
     return summary
@@ -251,24 +233,17 @@ def _run_locked(
     manifest_path: Path,
     digest: str,
     settings: Mapping[str, Any],
-    *,
-    overwrite: bool,
-    suffix: str | None,
-    subtype: str | None,
-    with_hash: bool,
-    score: bool,
-    verbose: bool,
-    progress: bool,
+    opts: BatchOptions,
     say: Callable[[str], None],
 ) -> None:
     from tqdm.auto import tqdm
 
     stale = remove_stale_temps(output_dir)
-    if verbose and stale:
+    if opts.verbose and stale:
         say(f"removed {len(stale)} temp file(s) left by a killed run")
     files, base, summary.ignored = gather_inputs(input_path, output_dir)
-    plan = plan_outputs(files, base, output_dir, suffix)
-    if verbose:
+    plan = plan_outputs(files, base, output_dir, opts.suffix)
+    if opts.verbose:
         for path, reason in summary.ignored:
             say(f"  ignored {printable(path)}: {reason}")
         for source, target in plan.renamed:
@@ -284,25 +259,29 @@ def _run_locked(
         for source, (target, reason) in plan.problems.items():
             record(FileResult(source, target, Status.FAILED, reason))
             say(format_result(FileResult(source, target, Status.FAILED, reason), base))
-        rows = [] if overwrite else [r for r in read_manifest(manifest_path) if r.get("status") != "skipped"]
+        rows = (
+            []
+            if opts.overwrite
+            else [r for r in read_manifest(manifest_path) if r.get("status") != "skipped"]
+        )
         todo: list[tuple[Path, Path]] = []
-        for decision in plan_resume(plan.targets.items(), rows, digest, with_hash=with_hash):
+        for decision in plan_resume(plan.targets.items(), rows, digest, with_hash=opts.with_hash):
             target = plan.targets[decision.source]
             if decision.reuse:
                 record(FileResult(decision.source, target, Status.SKIPPED, "done earlier"))
-                if verbose:
+                if opts.verbose:
                     say(format_result(summary.results[-1], base))
             else:
                 todo.append((decision.source, target))
         if not todo:
             return
         denoiser = make_denoiser()
-        with tqdm(todo, unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        with tqdm(todo, unit="file", disable=not opts.progress, file=sys.stderr, dynamic_ncols=True) as bar:
             for source, target in bar:
                 bar.set_postfix_str(printable(source.name)[-40:])
-                before = _identity_or_none(source, with_hash)
-                result = process_one(denoiser, source, target, subtype or required_subtype(target))
-                if result.status is Status.DONE and _identity_or_none(source, with_hash) != before:
+                before = _identity_or_none(source, opts.with_hash)
+                result = process_one(denoiser, source, target, opts.subtype or required_subtype(target))
+                if result.status is Status.DONE and not _unchanged(source, before):
                     with contextlib.suppress(OSError):  # made from a moving target: not a result
                         target.unlink()
                     result.status = Status.FAILED
@@ -310,10 +289,19 @@ def _run_locked(
                         "the input changed while it was processed (still being copied?); rerun to redo"
                     )
                 extra = dict(before or {})
-                if score and result.status is Status.DONE:
-                    extra |= dnsmos_before_after(source, target)
+                if opts.score and result.status is Status.DONE:
+                    try:
+                        extra |= dnsmos_before_after(source, target)
+                    except Exception as err:  # a score is a bonus: never fail a written result over it
+                        result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
                 record(result, extra)
                 say(format_result(result, base))
+
+
+def _unchanged(source: Path, before: Mapping[str, Any] | None) -> bool:
+    """Size and mtime as before processing (no re-hash: that would read a large input twice)."""
+    now = _identity_or_none(source, False)
+    return bool(before and now) and all(now[k] == before[k] for k in ("input_size", "input_mtime_ns"))
 
 
 def _identity_or_none(source: Path, with_hash: bool) -> dict[str, Any] | None:

@@ -1,4 +1,6 @@
-"""Output names, planned for the whole batch before any work: no two inputs ever share an output.
+"""Everything a batch decides before any work: folders checked, inputs gathered, output names planned.
+
+No two inputs ever share an output.
 
 Rules (README "What you can count on"):
 
@@ -20,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from denoise.audio import AudioError, container_for
+from denoise.manifest import read_input_list
+from denoise.walk import walk_inputs
 
 DEFAULT_NAME_MAX = 255
+INPUT_LIST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
 
 class SetupError(RuntimeError):
@@ -100,3 +105,33 @@ def plan_outputs(sources: list[Path], base: Path, output_dir: Path, suffix: str 
         else:
             plan.targets[source] = target
     return plan
+
+
+def check_folders(input_path: Path, output_dir: Path) -> None:
+    """Refuse folders that would lose data or fail late: raise :class:`SetupError` before any work."""
+    if not input_path.exists():
+        raise SetupError(f"input {printable(input_path)} does not exist")
+    if output_dir.resolve() == input_path.resolve():
+        raise SetupError("output folder is the input folder: results would replace your recordings")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(output_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        raise SetupError(
+            f"output folder {printable(output_dir)} is not writable: {err.strerror or err}"
+        ) from err
+
+
+def gather_inputs(input_path: Path, output_dir: Path) -> tuple[list[Path], Path, list[tuple[Path, str]]]:
+    """``(inputs, base folder outputs mirror, ignored)`` for a folder, a single file or an input list."""
+    if input_path.is_file() and input_path.suffix.lower() in INPUT_LIST_SUFFIXES:
+        try:
+            files = [Path(os.path.abspath(p)) for p in read_input_list(input_path)]
+        except (OSError, ValueError) as err:
+            raise SetupError(f"cannot read the input list {printable(input_path)}: {err}") from err
+        base = Path(os.path.commonpath([p.parent for p in files])) if files else input_path.parent
+        return files, base, []
+    walk = walk_inputs(input_path, exclude=[output_dir])
+    base = input_path if input_path.is_dir() else input_path.parent
+    return walk.files, base, walk.skipped
