@@ -4,7 +4,7 @@ Rules (README "What you can count on"):
 
 * a single file given as the input is that one input;
 * folders are walked recursively in sorted order; symlinked sub-folders are followed, each real folder
-  once (so a loop ends);
+  once (so a loop ends), under its real name when it is also reached directly;
 * folders given in ``exclude`` (e.g. an output folder inside the input folder) are compared by their
   resolved path, so a relative ``-i`` or one reached through a symlink still excludes them;
 * nothing is ignored silently: hidden files and folders, audio without an extension, other files and
@@ -97,6 +97,9 @@ def walk_inputs(root: str | Path, exclude: list[Path] | tuple[Path, ...] = ()) -
                 walk.skipped.append((path, "audio without an extension (add .wav/.flac/... to include it)"))
             else:
                 walk.skipped.append((path, "not an audio file name"))
-        pending.extend(reversed(subfolders))  # depth-first in sorted order
+        # Depth-first, sorted, real sub-folders before symlinked ones: a folder reached both ways is
+        # walked (and its outputs named) under its real name.
+        subfolders.sort(key=lambda path: (path.is_symlink(), path.name))
+        pending.extend(reversed(subfolders))
     walk.files.sort()
     return walk

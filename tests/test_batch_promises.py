@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
@@ -309,6 +310,18 @@ def test_second_run_on_the_same_output_exits_2(tmp_path: Path, capsys) -> None:
     finally:
         os.close(fd)
     assert run("-i", inp, "-o", out) == 0
+
+
+def test_wait_queues_behind_the_other_run(tmp_path: Path, capsys) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    tone(inp / "a.wav")
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(1.0, os.close, [fd]).start()  # the other run finishes a second later
+    assert run("-i", inp, "-o", out, "--wait") == 0
+    assert "waiting for the other run" in capsys.readouterr().err
+    assert (out / "a.wav").is_file()
 
 
 # 10 ------------------------------------------------------------------------------------------------
