@@ -36,6 +36,7 @@ NETWORK_RATE = 16000  # the rate of the networks; the stage only has work above 
 FRAME_SECONDS = 0.020
 GUIDE_BAND_HZ = (4000.0, 7400.0)  # the network's top band, below the resampler's transition (-0.01 dB)
 _EPS = 1e-12
+SILENCE_POWER = 1e-10  # high-band power of a frame (sum over bins) below which it is digital silence
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class FullBandStage:
         self._smoothed = np.zeros((channels, bands))  # smoothed high-band power per band
         self._history = np.full((self.rule.minimum_frames, channels, bands), np.inf)  # its recent values
         self._frames = 0
+        self._learnt = np.zeros((channels, 1), dtype=int)  # frames the noise floor has learnt from
         self._speech_power = np.zeros((channels, bands))  # |G D|^2 of the previous frame
 
     # ------------------------------------------------------------------------------------ public API
@@ -168,9 +170,14 @@ class FullBandStage:
         if not rule.track_noise:
             return np.broadcast_to(np.maximum(kept, self._floor), high.shape)
         band_power = high @ self._bands
-        b = rule.power_smoothing
-        self._smoothed = band_power if self._frames == 0 else b * self._smoothed + (1.0 - b) * band_power
-        self._history[self._frames % rule.minimum_frames] = self._smoothed
+        # The noise floor learns from real frames only: not the first (half of it is the zero pre-pad)
+        # and not digital silence, whose zero minimum would switch suppression off for a whole window.
+        learn = (self._frames > 0) & (band_power.sum(-1, keepdims=True) > SILENCE_POWER)
+        b = np.where(self._learnt > 0, rule.power_smoothing, 0.0)
+        self._smoothed = np.where(learn, b * self._smoothed + (1.0 - b) * band_power, self._smoothed)
+        slot = self._history[self._frames % rule.minimum_frames]
+        slot[...] = np.where(learn, self._smoothed, slot)
+        self._learnt += learn
         self._frames += 1
         noise = np.maximum(rule.minimum_bias * self._history.min(axis=0), _EPS)
         # Decision-directed a-priori SNR; the square root of the Wiener gain keeps the estimated speech
@@ -178,8 +185,8 @@ class FullBandStage:
         d = rule.decision_directed
         prior = d * self._speech_power / noise + (1.0 - d) * np.maximum(band_power / noise - 1.0, 0.0)
         tracked = np.sqrt(prior / (1.0 + prior))
+        self._speech_power = tracked**2 * band_power
         gain = np.maximum(np.sqrt(tracked * kept), self._floor)
-        self._speech_power = gain**2 * band_power
         return gain @ self._bands.T
 
 
