@@ -51,6 +51,7 @@ class GainRule:
     minimum_frames: int = 150  # the noise floor is the minimum over this many hops (1.5 s) ...
     minimum_bias: float = 2.0  # ... times this (the mean of a noise band's power over its minimum)
     decision_directed: float = 0.7  # weight of the previous frame's estimate in the a-priori SNR
+    network_weight: float = 0.5  # the gain is tracked^(1 - w) * network^w (a weighted geometric mean)
     bands_per_octave: float = 5.0  # width of the bands the noise floor and its gain are computed on
 
 
@@ -186,7 +187,8 @@ class FullBandStage:
         prior = d * self._speech_power / noise + (1.0 - d) * np.maximum(band_power / noise - 1.0, 0.0)
         tracked = np.sqrt(prior / (1.0 + prior))
         self._speech_power = tracked**2 * band_power
-        gain = np.maximum(np.sqrt(tracked * kept), self._floor)
+        w = rule.network_weight
+        gain = np.maximum(tracked ** (1.0 - w) * kept**w, self._floor)
         return gain @ self._bands.T
 
 

@@ -138,3 +138,22 @@ def fullband_scores(estimate: np.ndarray, reference: np.ndarray, sample_rate: in
         "hf_lsd": high_band_lsd(reference, estimate, sample_rate),
         "hf_energy_db": high_band_energy_db(reference, estimate, sample_rate),
     }
+
+
+def fullband_columns() -> list[str]:
+    """CSV columns of :func:`fullband_pair_scores`, in the evaluator's order: noisy, enhanced, change."""
+    return [f"{which}_{m}" for which in ("noisy", "enhanced", "delta") for m in FULLBAND_METRICS]
+
+
+def fullband_pair_scores(
+    noisy: np.ndarray, enhanced: np.ndarray, clean: np.ndarray, sample_rate: int
+) -> dict[str, float]:
+    """:func:`fullband_scores` of the noisy input and of the output against ``clean`` (1-D, all at
+    ``sample_rate``, trimmed to their common length), and their change, keyed by :func:`fullband_columns`."""
+    n = min(len(noisy), len(enhanced), len(clean))
+    scores: dict[str, float] = {}
+    for which, signal in (("noisy", noisy), ("enhanced", enhanced)):
+        values = fullband_scores(np.asarray(signal)[:n], np.asarray(clean)[:n], sample_rate)
+        scores.update({f"{which}_{m}": v for m, v in values.items()})
+    scores.update({f"delta_{m}": scores[f"enhanced_{m}"] - scores[f"noisy_{m}"] for m in FULLBAND_METRICS})
+    return scores

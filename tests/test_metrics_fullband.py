@@ -11,6 +11,8 @@ import pytest
 
 from denoise.metrics_fullband import (
     FULLBAND_METRICS,
+    fullband_columns,
+    fullband_pair_scores,
     fullband_scores,
     high_band,
     high_band_energy_db,
@@ -132,3 +134,15 @@ def test_dev_set_noisy_scores_match_the_readme() -> None:
         assert round(got["hf_energy_db"], 1) == pytest.approx(energy, abs=0.051), stem
     for metric, value in README_MEANS.items():
         assert np.mean([r[metric] for r in rows.values()]) == pytest.approx(value, abs=0.005), metric
+
+
+def test_pair_scores_for_the_evaluator() -> None:
+    clean = white()
+    noisy = clean + 0.5 * white()
+    enhanced = clean + 0.1 * white()
+    scores = fullband_pair_scores(noisy, enhanced[:-100], clean, SR)  # trimmed to the common length
+    assert list(scores) == fullband_columns()
+    assert scores["delta_fb_si_sdr"] == pytest.approx(
+        si_sdr(clean[:-100], enhanced[:-100]) - si_sdr(clean[:-100], noisy[:-100])
+    )
+    assert scores["delta_fb_si_sdr"] == pytest.approx(20 * np.log10(5), abs=0.2)  # 6 dB -> 20 dB
