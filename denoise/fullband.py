@@ -52,6 +52,9 @@ class GainRule:
     minimum_bias: float = 2.0  # ... times this (the mean of a noise band's power over its minimum)
     decision_directed: float = 0.7  # weight of the previous frame's estimate in the a-priori SNR
     network_weight: float = 0.5  # the gain is tracked^(1 - w) * network^w (a weighted geometric mean)
+    # The tracker's own gain stops here: below it, a gain that follows every frame's noise power makes the
+    # residual noise flicker ("musical noise", ±5 dB frame to frame); the network's verdict goes lower.
+    tracker_floor_db: float = -25.0
     bands_per_octave: float = 5.0  # width of the bands the noise floor and its gain are computed on
 
 
@@ -187,6 +190,7 @@ class FullBandStage:
         prior = d * self._speech_power / noise + (1.0 - d) * np.maximum(band_power / noise - 1.0, 0.0)
         tracked = np.sqrt(prior / (1.0 + prior))
         self._speech_power = tracked**2 * band_power
+        tracked = np.maximum(tracked, 10.0 ** (rule.tracker_floor_db / 20.0))
         w = rule.network_weight
         gain = np.maximum(tracked ** (1.0 - w) * kept**w, self._floor)
         return gain @ self._bands.T
