@@ -8,18 +8,21 @@ stage puts that band back, denoised, without touching what the network produced:
 ``x`` is the input, ``x_low`` the input after the engine's 16 kHz down-and-up round trip and ``y`` the
 network's output brought back up, all at the input rate and aligned. ``x − x_low`` is exactly the part of
 the input the resampler removed (its complement, crossover included), so with ``G = 1`` and ``y = x_low``
-the output is the input bit for bit: the crossover cannot dip, bump or shift phase, and below ~7.4 kHz
-(where the resampler passes everything) the output is the network's.
+the output is the input up to float rounding: the crossover cannot dip, bump or shift phase, and below
+~7.4 kHz (where the resampler passes everything) the output is the network's.
 
-``G`` is a gain per frame and high-band bin of a short-time Fourier transform at the input rate
-(square-root periodic Hann analysis and synthesis windows, 20 ms frames, 10 ms hop: perfect reconstruction).
-It is driven by two things:
+``G`` is a gain per frame of a short-time Fourier transform at the input rate (square-root periodic Hann
+analysis and synthesis windows, 20 ms frames, 10 ms hop: perfect reconstruction), constant over 1/5-octave
+bands above 8 kHz. It is driven by two things:
 
 * the network's own decision: in the 4-7.4 kHz guide band (just below the crossover, where the resampler
-  is still flat) ``y`` against ``x_low`` says how much of each frame the network judged to be speech;
-* the high band's own statistics (method ``"tracked"``): a noise power spectrum of ``x − x_low`` per bin,
-  updated only as far as the network says the frame is noise (speech-presence weighting), and a
-  decision-directed Wiener gain against it.
+  is still flat) the power of ``y`` against ``x_low`` says how much of each frame the network kept;
+* the high band's own statistics (method ``"tracked"``): a noise floor per band of ``x − x_low``
+  (minimum statistics) and a decision-directed, power-matching gain against it.
+
+``"tracked"`` (the default) takes the geometric mean of the two, so noise that only the high band has is
+removed even where the network keeps its top band (voiced speech), and sibilants above a low-band noise
+survive the network's suppression of that noise. Measured comparison: docs/quality.md, "Full band".
 
 Each channel is processed independently and causally; the only delay is the STFT's, reported as
 :attr:`FullBandStage.latency` (``n_fft − 1`` samples, so any block size works). The stage uses nothing
