@@ -31,12 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from denoise import Denoiser
 from denoise.audio import resample
 from denoise.export import shared_dir
-from denoise.fullband import METHODS, apply_full_band
+from denoise.fullband import METHODS, NETWORK_RATE, apply_full_band
 from denoise.metrics_fullband import FULLBAND_METRICS, fullband_scores
 from denoise_models.atomic import atomic_output
 
-RATE = 48000
-NETWORK_RATE = 16000
+RATE = 48000  # the dev set's rate
 COLUMNS = {
     "fb_si_sdr": "SI-SDR 0–24k",
     "lb_si_sdr": "SI-SDR 0–8k",

@@ -35,9 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NETWORK_RATE = 16000  # the rate of the networks; the stage only has work above it
+from denoise_models.spec import SPECS
+
+# The band a network produces ends at its Nyquist frequency (8 kHz for both); the stage works above it.
+NETWORK_RATE = max(spec.sample_rate for spec in SPECS.values())
+CROSSOVER_HZ = NETWORK_RATE / 2
+# The network's top band, where its decisions are read: 4-7.4 kHz, below the resampler's transition
+# (soxr VHQ is flat to -0.01 dB up to 92.5 % of the Nyquist frequency).
+GUIDE_BAND_HZ = (0.5 * CROSSOVER_HZ, 0.925 * CROSSOVER_HZ)
 FRAME_SECONDS = 0.020
-GUIDE_BAND_HZ = (4000.0, 7400.0)  # the network's top band, below the resampler's transition (-0.01 dB)
 _EPS = 1e-12
 SILENCE_POWER = 1e-10  # high-band power of a frame (sum over bins) below which it is digital silence
 
@@ -200,8 +206,8 @@ class FullBandStage:
 
 
 def _band_matrix(freqs: np.ndarray, bands_per_octave: float) -> np.ndarray:
-    """One-hot ``[bins, bands]``: bands ``bands_per_octave`` wide from 8 kHz up (below 8 kHz: the first)."""
-    octaves = np.log2(np.maximum(freqs, 1.0) / 8000.0)
+    """One-hot ``[bins, bands]``: bands ``bands_per_octave`` wide from the crossover up (below it: the first)."""
+    octaves = np.log2(np.maximum(freqs, 1.0) / CROSSOVER_HZ)
     index = np.floor(np.maximum(octaves, 0.0) * bands_per_octave).astype(int)
     return np.eye(index.max() + 1)[index]
 

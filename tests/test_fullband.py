@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from denoise.audio import resample
-from denoise.fullband import DEFAULT_METHOD, METHODS, FullBandStage, apply_full_band
+from denoise.fullband import DEFAULT_METHOD, METHODS, NETWORK_RATE, FullBandStage, apply_full_band
 from denoise.metrics_fullband import fullband_scores, high_band
 
 RNG = np.random.default_rng(12)
@@ -23,7 +23,7 @@ GUIDE_TOP_HZ = 7400.0  # the resampler passes everything below this: the network
 
 def round_trip(x: np.ndarray, sr: int) -> np.ndarray:
     """What the engine does to the input: to 16 kHz and back (soxr), cut to length."""
-    return resample(resample(x, sr, 16000), 16000, sr)[..., : x.shape[-1]]
+    return resample(resample(x, sr, NETWORK_RATE), NETWORK_RATE, sr)[..., : x.shape[-1]]
 
 
 def band_noise(n: int, sr: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
