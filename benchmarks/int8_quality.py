@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from denoise.export import parity_report, shared_dir
+from denoise.export import parity_report
+from denoise.tutorial import shared_dir
 
 
 def main() -> int:
@@ -26,7 +27,7 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args()
     stems = sorted(f.stem for f in (shared_dir() / "eval/vbd/noisy").glob("*.wav"))[: args.limit]
-    report = parity_report(args.graph, args.weights, quality_pairs=stems)
+    report = parity_report(args.graph, args.weights, shared=shared_dir(), quality_pairs=stems)
     print(report.as_text())
     drops = sorted(report.quality, key=lambda r: r.pesq_onnx - r.pesq_torch)
     if drops:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import tempfile
 import time
@@ -38,77 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from denoise.onnx_metadata import EXPORT_VERSION, OnnxMetadata, read_metadata, write_metadata
 from denoise_models.atomic import atomic_output
 
-EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (cache key)
 DEFAULT_OPSET = 17
-METADATA_KEY = "denoise"
 
 # Real speech for parity checks and a few VoiceBank-DEMAND pairs for the quality check (paths relative
 # to the shared data folder; never copied into the repository).
 PARITY_SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 QUALITY_PAIRS = ("p232_005", "p232_013", "p257_008", "p257_022")
-
-
-# --------------------------------------------------------------------------------------------- metadata
-
-
-@dataclass(frozen=True)
-class OnnxMetadata:
-    """What an exported graph is; stored as JSON under ``metadata_props['denoise']``.
-
-    ``io`` is ``"wav"`` (``[B, samples] -> [B, samples']``) or ``"spec"`` (``[B, 257, frames, 2]``, STFT
-    outside the graph). Lengths are in samples at ``sample_rate`` Hz.
-    """
-
-    model: str  # "frcrn" | "gtcrn"
-    weights: str  # manifest name, file name, or "random"
-    weights_sha256: str  # sha256 of the weights file ("" for random weights)
-    sample_rate: int
-    win_length: int  # analysis frame (samples)
-    hop_length: int  # frame shift (samples)
-    n_fft: int
-    min_samples: int  # shortest waveform the backend may feed
-    io: str  # "wav" | "spec"
-    stft: str  # where the STFT lives and how it is framed
-    exporter: str
-    opset: int
-    precision: str = "fp32"  # "fp32" | "int8-dynamic" | "fp16"
-    export_version: int = EXPORT_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> OnnxMetadata:
-        raw = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-def read_metadata(path: str | Path) -> OnnxMetadata:
-    """The :class:`OnnxMetadata` of an exported graph (reads the header only, not the weights).
-
-    Raises:
-        ValueError: the file has no ``denoise`` metadata (not exported by this project).
-    """
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return OnnxMetadata.from_json(prop.value)
-    raise ValueError(f"{path}: no '{METADATA_KEY}' metadata; export it with `denoise export-onnx`")
-
-
-def _write_metadata(model: object, meta: OnnxMetadata) -> None:
-    props = model.metadata_props  # type: ignore[attr-defined]
-    for i in reversed(range(len(props))):
-        if props[i].key == METADATA_KEY:
-            del props[i]
-    entry = props.add()
-    entry.key, entry.value = METADATA_KEY, meta.to_json()
-    model.producer_name = "speech-denoise-workstation"  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------- export-only rewrites
@@ -327,7 +264,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             opset_version=config.opset, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
     model = onnx.load_from_string(buffer.getvalue())
-    _write_metadata(model, meta)
+    write_metadata(model, meta)
     onnx.checker.check_model(model, full_check=True)
     _save_atomic(model, output)
     return ExportResult(output, meta, time.perf_counter() - started, output.stat().st_size)
@@ -393,7 +330,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, mode: str = "int8") -> Path:
         precision = "fp16"
     else:
         raise ValueError(f"unknown quantization mode {mode!r}: use 'int8' or 'fp16'")
-    _write_metadata(model, replace(meta, precision=precision))
+    write_metadata(model, replace(meta, precision=precision))
     onnx.checker.check_model(model)
     _save_atomic(model, dst)
     return dst
@@ -524,17 +461,11 @@ class ParityReport:
         return d
 
 
-def _si_snr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    from denoise.metrics import si_snr
-
-    return si_snr(reference, estimate)
-
-
 def parity_report(
     onnx_path: str | Path,
     weights: str | None = "default",
     *,
-    shared: Path | None = None,
+    shared: Path,
     speech: Path | None = None,
     quality_pairs: Sequence[str] | None = QUALITY_PAIRS,
     threads: int | None = None,
@@ -544,16 +475,16 @@ def parity_report(
     Args:
         onnx_path: graph from :func:`export_onnx` / :func:`quantize_onnx` (its metadata names the model).
         weights: the torch side's weights; must be those the graph was exported from.
-        shared: the shared data folder (default ``../shared`` beside the repository or ``$DENOISE_SHARED``).
+        shared: the reference data folder (:func:`denoise.tutorial.shared_dir`): speech and VoiceBank-DEMAND.
         speech: real speech for the numerical comparison (default: a shared noisy clip).
         quality_pairs: VoiceBank-DEMAND stems scored with PESQ-WB and DNSMOS (None or empty: skip; only
             meaningful for trained weights).
     """
     from denoise.audio import read_audio
     from denoise.engine import Denoiser, DenoiserConfig
+    from denoise.metrics import si_snr
 
     meta = read_metadata(onnx_path)
-    shared = shared or shared_dir()
     speech = speech or shared / PARITY_SPEECH
     notes: list[str] = []
     if meta.weights_sha256:
@@ -570,7 +501,7 @@ def parity_report(
     report = ParityReport(
         onnx_path=str(onnx_path), precision=meta.precision, speech_file=str(speech),
         seconds_of_audio=x.shape[1] / audio.sample_rate, max_abs_error=float(np.max(np.abs(y_t - y_o))),
-        si_snr_db=_si_snr(y_t, y_o), notes=notes,
+        si_snr_db=si_snr(estimate=y_o, reference=y_t), notes=notes,
     )  # fmt: skip
     if quality_pairs:
         report.quality = _quality_rows(torch_dn, onnx_dn, shared, quality_pairs)
@@ -597,10 +528,3 @@ def _quality_rows(torch_dn, onnx_dn, shared: Path, stems: Sequence[str]) -> list
             scores.append((p, dnsmos(y, a.sample_rate).ovrl))
         rows.append(QualityRow(stem, scores[0][0], scores[1][0], scores[0][1], scores[1][1]))
     return rows
-
-
-def shared_dir() -> Path:
-    """``$DENOISE_SHARED`` if set, else ``../shared`` beside the repository."""
-    import os
-
-    return Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared")).resolve()

