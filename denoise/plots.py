@@ -49,39 +49,50 @@ def spectrogram_figure(
     sample_rate: int,
     title: str = "",
     *,
-    max_khz: float | None = None,
-    width: float = 10.0,
+    n_fft: int | None = None,
+    hop: int | None = None,
+    log_frequency: bool = False,
+    columns: bool = False,
+    panel_size: tuple[float, float] = (10.0, 2.3),
 ) -> Figure:
     """One spectrogram panel per 1-D signal (e.g. noisy / enhanced / clean), one shared colour scale.
 
-    All signals are at ``sample_rate`` Hz; the frequency axis runs to ``sample_rate / 2`` (or ``max_khz``).
+    Args:
+        signals: panel title -> samples ``[T]``, all at ``sample_rate`` Hz (any rate: the frequency axis
+            runs to ``sample_rate / 2``, so 48 kHz files show their full band).
+        n_fft, hop: STFT frame and shift in samples (default :func:`frame_sizes`: 32 ms and 8 ms).
+        log_frequency: logarithmic frequency axis from 50 Hz (low-frequency detail).
+        columns: panels side by side instead of stacked.
+        panel_size: width and height of one panel, inches.
     """
-    n_fft, hop = frame_sizes(sample_rate)
-    specs = {name: log_spectrogram(x, n_fft, hop) for name, x in signals.items()}
-    if not specs:
+    if not signals:
         raise ValueError("no signals to draw")
+    default_fft, default_hop = frame_sizes(sample_rate)
+    n_fft, hop = n_fft or default_fft, hop or default_hop
+    specs = {name: log_spectrogram(x, n_fft, hop) for name, x in signals.items()}
     top = max(float(s.max()) for s in specs.values())
-    fig = figure(figsize=(width, 2.3 * len(specs)))
-    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)
+    rows, cols = (1, len(specs)) if columns else (len(specs), 1)
+    fig = figure(figsize=(panel_size[0] * cols, panel_size[1] * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    khz = np.arange(n_fft // 2 + 1) * sample_rate / n_fft / 1000.0
     image = None
-    nyquist_khz = sample_rate / 2000
-    for ax, (name, spec) in zip(axes[:, 0], specs.items(), strict=True):
-        image = ax.imshow(
-            spec,
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            vmin=top - DYNAMIC_RANGE_DB,
-            vmax=top,
-            extent=(0.0, spec.shape[1] * hop / sample_rate, 0.0, nyquist_khz),
-        )
-        ax.set_ylim(0.0, min(max_khz or nyquist_khz, nyquist_khz))
-        ax.set_ylabel("kHz")
+    for ax, (name, spec) in zip(axes, specs.items(), strict=True):
+        seconds = np.arange(spec.shape[1]) * hop / sample_rate
+        image = ax.pcolormesh(
+            seconds, khz, spec, shading="nearest", cmap="magma", rasterized=True,
+            vmin=top - DYNAMIC_RANGE_DB, vmax=top,
+        )  # fmt: skip
         ax.set_title(name, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("time (s)")
+    if log_frequency:
+        axes[0].set_yscale("log")
+        axes[0].set_ylim(0.05, sample_rate / 2000)
+    for ax in axes[:: cols if not columns else len(axes)]:
+        ax.set_ylabel("frequency (kHz)")
+    for ax in axes[-cols:]:
+        ax.set_xlabel("time (s)")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.8)
+    fig.colorbar(image, ax=axes.tolist(), label="power (dB)", shrink=0.8)
     return fig
 
 
