@@ -62,6 +62,8 @@ _LENGTH_NOTE_S = 0.05
 # ------------------------------------------------------------------------------------------- pairing
 
 
+# TODO(merge): pairing moves to denoise/pairing.py (wt/finetune: one rule for eval and fine-tuning) and
+# the folder listing to denoise/walk.py (wt/batch: the one walker); this section then imports them.
 def audio_files(folder: str | Path) -> list[Path]:
     """Audio files directly inside ``folder`` (by extension, hidden files skipped), sorted by name."""
     folder = Path(folder)

@@ -26,6 +26,23 @@ def test_no_cuda_is_said_and_has_its_own_exit_status(monkeypatch, capsys) -> Non
     )
 
 
+def test_the_one_device_selector(monkeypatch) -> None:
+    import torch
+
+    from denoise.backends.torch_backend import select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA device is available; use --device cpu"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert select_device("auto") == torch.device("cuda") and select_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(RuntimeError, match="has 1 CUDA device"):
+        select_device("cuda:1")
+
+
 def test_unknown_check_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_info:
         gpucheck.main(["--device", "cpu", "--checks", "engine,warp"])

@@ -71,6 +71,13 @@ def test_numpy_stft_matches_gtcrn_torch_framing() -> None:
     )
 
 
+def test_backend_runs_a_given_graph_and_never_exports() -> None:
+    from denoise.backends.onnx_backend import OnnxBackend
+
+    with pytest.raises(ValueError, match="runs a given graph: pass onnx_path"):
+        OnnxBackend("gtcrn", device="cpu")
+
+
 # ----------------------------------------------------------------------------------------- FRCRN
 
 

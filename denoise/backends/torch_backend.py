@@ -12,12 +12,22 @@ from denoise_models import load_model, optimize_for_inference
 
 
 def select_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """The one torch device selector: ``"auto"`` -> CUDA when available, else CPU; else ``torch.device``.
+
+    Raises:
+        RuntimeError: a CUDA device was asked for that this machine does not have (one line, with the fix).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RuntimeError(
+                f"device {device!r} requested but no CUDA device is available; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise RuntimeError(f"device {device!r} requested but this machine has {count} CUDA device(s)")
     return dev
 
 
