@@ -170,6 +170,20 @@ def test_report_does_not_import_the_evaluator() -> None:
     assert "denoise.evaluate" not in import_graph()["denoise.report"]
 
 
+def test_one_place_finds_the_reference_data() -> None:
+    """Only denoise.tutorial reads ``$DENOISE_SHARED``; the library takes paths, tests go through it too."""
+    readers = set()
+    for path in [
+        *(REPO / "denoise").rglob("*.py"),
+        *(REPO / "benchmarks").glob("*.py"),
+        REPO / "tests/conftest.py",
+    ]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(n, ast.Constant) and n.value == "DENOISE_SHARED" for n in ast.walk(tree)):
+            readers.add(path.relative_to(REPO).as_posix())
+    assert readers == {"denoise/tutorial.py"}
+
+
 def test_application_modules_stay_small() -> None:
     too_long = {}
     for path in sorted((REPO / "denoise").rglob("*.py")):
