@@ -2,7 +2,7 @@
 
     DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/int8_quality.py GRAPH.int8.onnx --weights default
 
-Uses :func:`denoise.export.parity_report` (same engine for both sides) with all pairs in
+Uses :func:`denoise.parity.parity_report` (same engine for both sides) with all pairs in
 ``../shared/eval/vbd``; prints the per-pair table, the mean change and the worst pair, and can save JSON.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from denoise.export import parity_report
+from denoise.parity import parity_report
 from denoise.tutorial import shared_dir
 
 

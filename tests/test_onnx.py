@@ -180,7 +180,8 @@ def test_gtcrn_fp32_matches_torch_through_the_engine(gtcrn_export) -> None:
 
 
 def test_gtcrn_int8_quality_bound(gtcrn_export, tmp_path) -> None:
-    from denoise.export import parity_report, quantize_onnx
+    from denoise.export import quantize_onnx
+    from denoise.parity import parity_report
 
     q = quantize_onnx(gtcrn_export, tmp_path / "gtcrn.int8.onnx", "int8")
     report = parity_report(q, "default", shared=shared_path(), quality_pairs=("p232_005", "p257_022"))

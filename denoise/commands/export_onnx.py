@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from denoise_models.atomic import atomic_output
 from denoise_models.spec import SPECS
 
 HELP = (
@@ -39,7 +40,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 def report(path: Path, weights: str | None, args: argparse.Namespace) -> int:
     """Run the parity report for ``path``, print it and write ``<path>.parity.json``; 0 on success."""
-    from denoise.export import QUALITY_PAIRS, parity_report, read_metadata
+    from denoise.onnx_metadata import read_metadata
+    from denoise.parity import QUALITY_PAIRS, parity_report
 
     if args.no_parity:
         return 0
@@ -63,7 +65,8 @@ def report(path: Path, weights: str | None, args: argparse.Namespace) -> int:
     )
     print(rep.as_text())
     out = path.with_name(path.name + ".parity.json")
-    out.write_text(json.dumps(rep.as_dict(), indent=2, default=float) + "\n")
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(rep.as_dict(), indent=2, default=float) + "\n")
     print(f"parity report: {out}")
     return 0
 
