@@ -17,7 +17,10 @@ import numpy as np
 
 from denoise.backends import pad_to_valid
 from denoise.onnx_metadata import read_metadata
-from denoise.stft import istft, stft
+from denoise.stft import istft, sqrt_hann, stft
+
+# sqrt_hann is defined in denoise.stft; gtcrn_stream still imports it from here (owner: switch to denoise.stft)
+__all__ = ["OnnxBackend", "make_session", "select_providers", "sqrt_hann"]
 from denoise_models.spec import spec_of
 
 # ---------------------------------------------------------------------------------------- providers
