@@ -52,7 +52,7 @@ def _config(tmp: Path, arch: str, *, freeze: str, freeze_batchnorm: bool) -> Fin
         "data.noise_dir": str(noise), "data.num_workers": 0, "data.segment_seconds": 0.2,
         "data.items_per_epoch": 2, "data.val_items": 1, "data.val_segment_seconds": 0.2,
         "data.val_fraction": 0.25, "output.run_dir": str(tmp / "run"), "output.pesq_items": 0,
-        "output.tensorboard": False, "output.progress": False,
+        "output.tensorboard": False, "output.progress": False, "output.register": False,
     }.items():  # fmt: skip
         cfg.set(key, value)
     return cfg

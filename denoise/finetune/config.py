@@ -109,6 +109,7 @@ class OutputConfig:
 
     run_dir: str = "runs/finetune"
     checkpoint_every: int = 200  # steps between resume checkpoints: a crash loses at most this many
+    register: bool = True  # register the exported model in the local weights store
     register_as: str = ""  # name in the local weights store; empty = "<arch>_ft_<run folder name>"
     # Register even when fine-tuning did not beat the starting checkpoint (the exported file is then
     # the starting checkpoint itself, so nothing worse can be installed by accident).

@@ -68,7 +68,9 @@ def smoke_config(
         "data.num_workers": 0, "data.segment_seconds": 0.5, "data.items_per_epoch": 2 * _STEPS_PER_EPOCH,
         "data.val_items": 2, "data.val_segment_seconds": 0.5, "data.val_fraction": 0.25,
         "output.run_dir": str(workdir / "run"), "output.checkpoint_every": max(1, steps // 2),
-        "output.pesq_items": 0, "output.tensorboard": False, "output.progress": False,
+        "output.pesq_items": 0, "output.tensorboard": False, "output.progress": False, "output.register": False,
+        # one SNR and one level: the loss of one step is comparable with another's
+        "data.snr_db": [5.0, 5.0], "data.level_dbfs": [-25.0, -25.0],
     }.items():  # fmt: skip
         cfg.set(key, value)
     return cfg

@@ -429,7 +429,8 @@ class Trainer:
         result = self._result()
         if self.procs.is_main:
             self._say(finish_message(result, register_anyway=self.cfg.output.register_if_not_improved))
-            if result.improved or self.cfg.output.register_if_not_improved:
+            out = self.cfg.output
+            if out.register and (result.improved or out.register_if_not_improved):
                 result.registered_as = self._register()
             write_json(
                 self.run_dir / "summary.json", result.summary(self.cfg, self.procs.world, self.progress)
