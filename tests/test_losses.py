@@ -51,6 +51,19 @@ def test_si_snr_perfect_estimate_is_the_optimum() -> None:
     assert L.si_snr_loss(estimate=clean, reference=clean) == -perfect.mean()
 
 
+def test_si_snr_takes_keywords_only() -> None:
+    """One signature project-wide (denoise.metrics too): the order of two arrays is never a question."""
+    clean, est = _speechlike(), _speechlike() + _noise()
+    with pytest.raises(TypeError):
+        L.si_snr(est, clean)
+    with pytest.raises(TypeError):
+        L.si_snr_loss(est, clean)
+    # SI-SNR is not symmetric: a swap would change the number
+    assert not torch.allclose(
+        L.si_snr(estimate=est, reference=clean), L.si_snr(estimate=clean, reference=est)
+    )
+
+
 def test_si_snr_is_scale_invariant() -> None:
     clean, est = _speechlike(), _speechlike() + _noise()
     base = L.si_snr(estimate=est, reference=clean)
