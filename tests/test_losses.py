@@ -58,10 +58,6 @@ def test_si_snr_takes_keywords_only() -> None:
         L.si_snr(est, clean)
     with pytest.raises(TypeError):
         L.si_snr_loss(est, clean)
-    # SI-SNR is not symmetric: a swap would change the number
-    assert not torch.allclose(
-        L.si_snr(estimate=est, reference=clean), L.si_snr(estimate=clean, reference=est)
-    )
 
 
 def test_si_snr_is_scale_invariant() -> None:
