@@ -23,13 +23,14 @@ network can also run frame by frame; this module is the offline (whole-utterance
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GTCRN"]
+__all__ = ["GTCRN", "GTCRNOutputs", "GTCRNState"]
 
 
 # --------------------------------------------------------------------------- ERB filterbank
@@ -143,11 +144,15 @@ class TRA(nn.Module):
         self.att_gru = nn.GRU(channels, channels * 2, num_layers=1, batch_first=True)
         self.att_fc = nn.Linear(channels * 2, channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, F]`` -> same shape, each (channel, frame) scaled by its attention."""
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x``: ``[B, C, T, F]`` -> (same shape, each (channel, frame) scaled by its attention; GRU state).
+
+        ``state`` (``[1, B, 2C]``, None = zeros) is the GRU's hidden state after the frame before ``x``.
+        """
         energy = x.pow(2).mean(dim=-1).transpose(1, 2)  # [B, T, C]
-        att = torch.sigmoid(self.att_fc(self.att_gru(energy)[0]))  # [B, T, C]
-        return x * att.transpose(1, 2).unsqueeze(-1)
+        att, state = self.att_gru(energy, state)
+        att = torch.sigmoid(self.att_fc(att))  # [B, T, C]
+        return x * att.transpose(1, 2).unsqueeze(-1), state
 
 
 class ConvBlock(nn.Module):
@@ -232,6 +237,7 @@ class GTConvBlock(nn.Module):
         conv = nn.ConvTranspose2d if use_deconv else nn.Conv2d
         half = in_channels // 2
         self.pad_size = (kernel_size[0] - 1) * dilation[0]
+        self.hidden_channels = hidden_channels
 
         self.sfe = SFE(kernel_size=3, stride=1)
         self.point_conv1 = conv(half * 3, hidden_channels, 1)
@@ -264,14 +270,24 @@ class GTConvBlock(nn.Module):
         """Interleave two ``[B, C, T, F]`` tensors channel-wise -> ``[B, 2C, T, F]`` (x1[0], x2[0], ...)."""
         return torch.stack([x1, x2], dim=2).flatten(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, F]`` -> ``[B, C, T, F]``."""
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x``: ``[B, C, T, F]`` -> (``[B, C, T, F]``, state after the last frame).
+
+        ``state`` = (the depthwise conv's input over the ``pad_size`` frames before ``x``
+        ``[B, hidden, pad_size, F]``, TRA's GRU state); None = the start of a signal (zeros).
+        """
         x1, x2 = torch.chunk(x, 2, dim=1)
         h = self.point_act(self.point_bn1(self._conv(self.point_conv1, self.sfe(x1))))
-        h = F.pad(h, [0, 0, self.pad_size, 0])  # causal: pad past frames only
+        # Causal: prepend the past frames (zeros before the start of the signal), never future ones.
+        h = F.pad(h, [0, 0, self.pad_size, 0]) if state is None else torch.cat([state[0], h], dim=2)
+        history = h[:, :, h.shape[2] - self.pad_size :]
         h = self.depth_act(self.depth_bn(self._conv(self.depth_conv, h)))
-        h = self.tra(self.point_bn2(self._conv(self.point_conv2, h)))
-        return self.shuffle(h, x2)
+        h, tra_state = self.tra(
+            self.point_bn2(self._conv(self.point_conv2, h)), None if state is None else state[1]
+        )
+        return self.shuffle(h, x2), (history, tra_state)
 
 
 class GRNN(nn.Module):
@@ -287,13 +303,18 @@ class GRNN(nn.Module):
         self.rnn1 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
         self.rnn2 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[N, L, input_size]`` -> ``[N, L, hidden_size * (2 if bidirectional else 1)]``.
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x``: ``[N, L, input_size]`` -> (``[N, L, hidden_size * (2 if bidirectional else 1)]``, state).
 
-        Starts from a zero state (the official code passes explicit zeros, which is the same).
+        ``state``: the two group GRUs' hidden states; None = zeros (the official code passes explicit
+        zeros, which is the same).
         """
         x1, x2 = torch.chunk(x, 2, dim=-1)
-        return torch.cat([self.rnn1(x1)[0], self.rnn2(x2)[0]], dim=-1)
+        y1, h1 = self.rnn1(x1, None if state is None else state[0])
+        y2, h2 = self.rnn2(x2, None if state is None else state[1])
+        return torch.cat([y1, y2], dim=-1), (h1, h2)
 
 
 class DPGRNN(nn.Module):
@@ -315,19 +336,53 @@ class DPGRNN(nn.Module):
         self.inter_fc = nn.Linear(hidden_size, hidden_size)
         self.inter_ln = nn.LayerNorm((width, hidden_size), eps=1e-8)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, width]`` with C == hidden_size -> same shape."""
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x``: ``[B, C, T, width]`` with C == hidden_size -> (same shape, inter GRU state).
+
+        Only the inter (time) path carries state from call to call: ``[1, B * width, hidden / 2]``
+        per group; the intra path runs across the bands of one frame and starts from zeros each frame.
+        """
         batch = x.shape[0]
         x = x.permute(0, 2, 3, 1)  # [B, T, F, C]
 
-        intra = self.intra_rnn(x.reshape(-1, self.width, self.hidden_size))  # [B*T, F, C]
+        intra, _ = self.intra_rnn(x.reshape(-1, self.width, self.hidden_size))  # [B*T, F, C]
         intra = self.intra_fc(intra).reshape(batch, -1, self.width, self.hidden_size)
         x = x + self.intra_ln(intra)
 
         seq = x.transpose(1, 2).reshape(batch * self.width, -1, self.hidden_size)  # [B*F, T, C]
-        inter = self.inter_fc(self.inter_rnn(seq)).reshape(batch, self.width, -1, self.hidden_size)
+        inter, state = self.inter_rnn(seq, state)
+        inter = self.inter_fc(inter).reshape(batch, self.width, -1, self.hidden_size)
         x = x + self.inter_ln(inter.transpose(1, 2))  # LayerNorm over (F, C) of each frame
-        return x.permute(0, 3, 1, 2)  # [B, C, T, F]
+        return x.permute(0, 3, 1, 2), state  # [B, C, T, F]
+
+
+BlockStates = tuple[tuple[Tensor, Tensor], ...]  # one (conv history, TRA state) per GT-conv block
+
+
+def _run_blocks(
+    blocks: nn.ModuleList,
+    x: Tensor,
+    states: BlockStates | None,
+    *,
+    skips: list[Tensor] | None = None,
+    outs: list[Tensor] | None = None,
+) -> tuple[Tensor, BlockStates]:
+    """Run ``blocks`` in order (adding ``skips[i]`` to block i's input, appending outputs to ``outs``),
+    threading each GT-conv block's state; the other blocks see one frame at a time and have none."""
+    new_states: list[tuple[Tensor, Tensor]] = []
+    for i, block in enumerate(blocks):
+        if skips is not None:
+            x = x + skips[i]
+        if isinstance(block, GTConvBlock):
+            x, state = block(x, None if states is None else states[len(new_states)])
+            new_states.append(state)
+        else:
+            x = block(x)
+        if outs is not None:
+            outs.append(x)
+    return x, tuple(new_states)
 
 
 class Encoder(nn.Module):
@@ -345,13 +400,14 @@ class Encoder(nn.Module):
             ]
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``x``: ``[B, 9, T, 129]`` -> (``[B, 16, T, 33]``, every block's output for the skips)."""
+    def forward(
+        self, x: Tensor, states: BlockStates | None = None
+    ) -> tuple[Tensor, list[Tensor], BlockStates]:
+        """``x``: ``[B, 9, T, 129]`` -> (``[B, 16, T, 33]``, every block's output for the skips,
+        the GT-conv blocks' states; ``states`` None = zeros)."""
         outs: list[Tensor] = []
-        for block in self.en_convs:
-            x = block(x)
-            outs.append(x)
-        return x, outs
+        x, new_states = _run_blocks(self.en_convs, x, states, outs=outs)
+        return x, outs, new_states
 
 
 class Decoder(nn.Module):
@@ -371,11 +427,12 @@ class Decoder(nn.Module):
             ]
         )
 
-    def forward(self, x: Tensor, skips: list[Tensor]) -> Tensor:
-        """``x``: ``[B, 16, T, 33]``, ``skips``: encoder outputs -> mask in ERB domain ``[B, 2, T, 129]``."""
-        for block, skip in zip(self.de_convs, reversed(skips), strict=True):
-            x = block(x + skip)
-        return x
+    def forward(
+        self, x: Tensor, skips: list[Tensor], states: BlockStates | None = None
+    ) -> tuple[Tensor, BlockStates]:
+        """``x``: ``[B, 16, T, 33]``, ``skips``: encoder outputs -> (mask in ERB domain ``[B, 2, T, 129]``,
+        the GT-conv blocks' states)."""
+        return _run_blocks(self.de_convs, x, states, skips=list(reversed(skips)))
 
 
 class Mask(nn.Module):
@@ -389,6 +446,29 @@ class Mask(nn.Module):
 
 
 # --------------------------------------------------------------------------- the network
+
+
+class GTCRNOutputs(NamedTuple):
+    """What :meth:`GTCRN.forward_outputs` returns. ``spec`` and ``mask`` are ``[B, 257, frames, 2]``
+    (real, imaginary last, as :meth:`GTCRN.stft`): ``spec = mask * stft(input)`` as complex numbers;
+    ``wav = istft(spec)`` is ``forward(input)``."""
+
+    wav: Tensor
+    spec: Tensor
+    mask: Tensor
+
+
+class GTCRNState(NamedTuple):
+    """Everything GTCRN remembers from past frames (see :meth:`GTCRN.stream_init`); treat as opaque.
+
+    ``blocks``: per GT-conv block (3 encoder, then 3 decoder), its depthwise conv's input over the last
+    ``2 * dilation`` frames ``[B, 16, 2d, 33]`` and TRA's GRU state ``[1, B, 16]``. ``inter``: per DPGRNN,
+    the two group GRUs along time ``[1, B * 33, 8]``. The intra GRUs (across frequency) and all other
+    layers see one frame at a time and keep nothing.
+    """
+
+    blocks: BlockStates
+    inter: tuple[tuple[Tensor, Tensor], ...]
 
 
 class GTCRN(nn.Module):
@@ -475,6 +555,55 @@ class GTCRN(nn.Module):
         The last axis holds (real, imaginary) of an STFT framed as :meth:`stft` does. Any number of
         frames >= 1 works; each output frame depends only on the current and past input frames.
         """
+        return self._enhance(spec, None)[0]
+
+    def forward_outputs(self, wav: Tensor) -> GTCRNOutputs:
+        """Enhanced waveform, spectrum and the complex ratio mask (see :class:`GTCRNOutputs`)."""
+        spec, mask, _ = self._enhance(self.stft(wav), None)
+        return GTCRNOutputs(self.istft(spec), spec, mask)
+
+    # ---- streaming: the same network, its state carried from call to call
+
+    def stream_init(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GTCRNState:
+        """The state before the first frame of ``batch`` signals (all zeros, as :meth:`forward_spec` starts)."""
+        device = self.window.device if device is None else device
+        dtype = dtype or torch.float32
+        width = self.dpgrnn1.width
+        gt_blocks = [
+            b for b in (*self.encoder.en_convs, *self.decoder.de_convs) if isinstance(b, GTConvBlock)
+        ]
+        return GTCRNState(
+            blocks=tuple(
+                (
+                    torch.zeros(batch, b.hidden_channels, b.pad_size, width, device=device, dtype=dtype),
+                    torch.zeros(1, batch, b.tra.att_gru.hidden_size, device=device, dtype=dtype),
+                )
+                for b in gt_blocks
+            ),
+            inter=tuple(
+                (
+                    torch.zeros(1, batch * width, g.rnn1.hidden_size, device=device, dtype=dtype),
+                    torch.zeros(1, batch * width, g.rnn2.hidden_size, device=device, dtype=dtype),
+                )
+                for g in (self.dpgrnn1.inter_rnn, self.dpgrnn2.inter_rnn)
+            ),
+        )
+
+    def stream_step(self, spec_frames: Tensor, state: GTCRNState) -> tuple[Tensor, GTCRNState]:
+        """Enhance the next frames ``[B, 257, n, 2]`` (n >= 0) of a signal -> (``[B, 257, n, 2]``, new state).
+
+        Feeding a signal's frames in pieces of any sizes, starting from :meth:`stream_init`, gives
+        :meth:`forward_spec` of all its frames (up to float rounding).
+        """
+        if spec_frames.shape[2] == 0:
+            return spec_frames, state
+        spec, _, state = self._enhance(spec_frames, state)
+        return spec, state
+
+    def _enhance(self, spec: Tensor, state: GTCRNState | None) -> tuple[Tensor, Tensor, GTCRNState]:
+        """(enhanced spectrum, mask, both ``[B, 257, T, 2]``; state after the last frame) of ``spec``."""
         # The check is skipped while tracing so that exported graphs stay shape-generic.
         tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
         if not tracing and (spec.dim() != 4 or spec.shape[1] != self.n_freqs or spec.shape[3] != 2):
@@ -485,11 +614,16 @@ class GTCRN(nn.Module):
         magnitude = torch.sqrt(spec_ri.pow(2).sum(dim=1, keepdim=True) + 1e-12)  # eps: finite gradient at 0
         feat = torch.cat([magnitude, spec_ri], dim=1)  # [B, 3, T, 257]: |X|, Re X, Im X
 
+        n_enc = len(self.encoder.en_convs) - 2  # GT-conv blocks in the encoder (the first two are plain)
+        blocks, inter = (None, (None, None)) if state is None else (state.blocks, state.inter)
         feat = self.sfe(self.erb.bm(feat))  # [B, 9, T, 129]
-        feat, skips = self.encoder(feat)  # [B, 16, T, 33]
-        feat = self.dpgrnn2(self.dpgrnn1(feat))
-        mask = self.erb.bs(self.decoder(feat, skips))  # [B, 2, T, 257]
-        return self.mask(mask, spec_ri).permute(0, 3, 2, 1)  # [B, 257, T, 2]
+        feat, skips, enc_states = self.encoder(feat, None if blocks is None else blocks[:n_enc])
+        feat, inter1 = self.dpgrnn1(feat, inter[0])
+        feat, inter2 = self.dpgrnn2(feat, inter[1])
+        mask, dec_states = self.decoder(feat, skips, None if blocks is None else blocks[n_enc:])
+        mask = self.erb.bs(mask)  # [B, 2, T, 257]
+        enhanced = self.mask(mask, spec_ri).permute(0, 3, 2, 1)  # [B, 257, T, 2]
+        return enhanced, mask.permute(0, 3, 2, 1), GTCRNState(enc_states + dec_states, (inter1, inter2))
 
     # ---- checkpoints
 
