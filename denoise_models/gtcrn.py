@@ -178,6 +178,10 @@ class GTCRN(nn.Module):
 
     # ---- streaming: the same network, its state carried from call to call
 
+    def open_stream(self, batch: int) -> GTCRNStream:
+        """A waveform-level stream of ``batch`` signals (see :class:`GTCRNStream`)."""
+        return GTCRNStream(self, batch)
+
     def stream_init(
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> GTCRNState:
