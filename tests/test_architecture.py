@@ -17,7 +17,7 @@ PACKAGES = ("denoise_models", "denoise")
 # Modules that other slices are still splitting; every other module of denoise/ stays under the limit.
 MAX_LINES = 450
 SIZE_ALLOWED = {
-    "denoise/train.py",  # -> denoise/finetune/ (finetune slice)
+    "denoise/finetune/trainer.py",  # 460 lines: the finetune slice is still splitting it
 }
 
 
