@@ -1,10 +1,8 @@
 """Score a folder of noisy files before and after enhancement: per-file CSV, summary with 95 % CI.
 
-Pairing (all by file name, extension ignored):
-- noisy -> clean reference: the same name (VoiceBank-DEMAND ``p232_001.wav`` <-> ``p232_001.wav``), else
-  the DNS-Challenge id (``…_fileid_12.wav`` <-> ``clean_fileid_12.wav``). A noisy file without a
-  reference is still scored with the non-intrusive DNSMOS.
-- noisy -> enhanced (when scoring another system's outputs): the same name, else the same DNS id.
+Noisy files are paired with their clean references and (when scoring another system's outputs) their
+enhanced files by :func:`denoise.pairing.pair_folders`, the rule fine-tuning uses too. A noisy file
+without a reference is still scored with the non-intrusive DNSMOS.
 
 Every signal is scored at 16 kHz, channel 0 only (the metrics are mono). Intrusive metrics of the noisy
 input and of the enhanced output are computed over one common span (the shortest of the three files),
@@ -14,17 +12,16 @@ skipped; a metric that cannot be computed (e.g. PESQ on < 0.25 s) is NaN with a 
 
 from __future__ import annotations
 
-import re
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from denoise import metrics
-from denoise.audio import AudioError, is_audio_path, read_audio, write_audio
+from denoise.audio import AudioError, read_audio, write_audio
+from denoise.pairing import Pair, pair_folders
 from denoise.scores import (
     EvalConfig,
     EvalResult,
@@ -44,105 +41,19 @@ from denoise.scores import (
 # The evaluation's data types and tables live in denoise.scores (shared with the report); they are
 # part of this module's API too, so ``from denoise.evaluate import EvalConfig`` keeps working.
 __all__ = [
-    "Enhancer", "EvalConfig", "EvalResult", "FileResult", "MetricSummary", "Pair", "as_dict", "audio_files",
-    "dns_id", "engine_enhancer", "evaluate", "evaluate_folder", "metric_columns", "pair_files",
-    "paired_difference", "read_csv", "score_pair", "score_signals", "summarize", "summarize_column",
+    "Enhancer", "EvalConfig", "EvalResult", "FileResult", "MetricSummary", "as_dict", "engine_enhancer",
+    "evaluate", "evaluate_folder", "metric_columns", "paired_difference", "read_csv", "score_pair", "score_signals", "summarize", "summarize_column",
     "summary_table", "write_csv",
 ]  # fmt: skip
 
 # An enhancer maps (mono samples [T] float32, rate Hz) -> (enhanced [T'] float32, rate Hz).
 Enhancer = Callable[[np.ndarray, int], tuple[np.ndarray, int]]
 
-_DNS_ID = re.compile(r"(?:^|_)(fileid_\d+)$")
-
 # Length differences below this (seconds) are normal model/resampler edge effects and not worth a note.
 _LENGTH_NOTE_S = 0.05
 
 
 # ------------------------------------------------------------------------------------------- pairing
-
-
-# TODO(merge): pairing moves to denoise/pairing.py (wt/finetune: one rule for eval and fine-tuning) and
-# the folder listing to denoise/walk.py (wt/batch: the one walker); this section then imports them.
-def audio_files(folder: str | Path) -> list[Path]:
-    """Audio files directly inside ``folder`` (by extension, hidden files skipped), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"not a folder: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_audio_path(p))
-
-
-def dns_id(stem: str) -> str | None:
-    """``"fileid_12"`` for DNS-Challenge names such as ``clnsp3_…_fileid_12`` or ``clean_fileid_12``."""
-    match = _DNS_ID.search(stem)
-    return match.group(1) if match else None
-
-
-class _NameIndex:
-    """Find a file of a folder by exact stem or, failing that, by DNS file id."""
-
-    def __init__(self, files: Iterable[Path]) -> None:
-        self.by_stem: dict[str, Path] = {}
-        self.by_id: dict[str, Path] = {}
-        ambiguous_ids: set[str] = set()
-        for path in files:
-            if path.stem in self.by_stem:
-                raise ValueError(f"two files share the name {path.stem!r}: {self.by_stem[path.stem]}, {path}")
-            self.by_stem[path.stem] = path
-            key = dns_id(path.stem)
-            if key is not None:
-                if key in self.by_id:
-                    ambiguous_ids.add(key)
-                self.by_id[key] = path
-        for key in ambiguous_ids:  # an id shared by several files identifies none of them
-            del self.by_id[key]
-
-    def find(self, stem: str) -> Path | None:
-        if stem in self.by_stem:
-            return self.by_stem[stem]
-        key = dns_id(stem)
-        return self.by_id.get(key) if key is not None else None
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One noisy file with its optional clean reference and optional pre-computed enhanced file."""
-
-    noisy: Path
-    clean: Path | None = None
-    enhanced: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.noisy.stem
-
-
-def pair_files(
-    noisy_dir: str | Path,
-    clean_dir: str | Path | None = None,
-    enhanced_dir: str | Path | None = None,
-    exclude: Iterable[str] = (),
-) -> list[Pair]:
-    """Match every audio file of ``noisy_dir`` with its reference and enhanced file (see module doc).
-
-    ``exclude`` holds noisy stems to leave out (e.g. a known-bad reference output). An enhanced file that
-    is missing is kept as ``None`` here and reported as an error when the pair is scored.
-    """
-    skip = set(exclude)
-    clean = _NameIndex(audio_files(clean_dir)) if clean_dir is not None else None
-    enhanced = _NameIndex(audio_files(enhanced_dir)) if enhanced_dir is not None else None
-    pairs = []
-    for noisy in audio_files(noisy_dir):
-        if noisy.stem in skip:
-            continue
-        pairs.append(
-            Pair(
-                noisy=noisy,
-                clean=clean.find(noisy.stem) if clean else None,
-                enhanced=enhanced.find(noisy.stem) if enhanced else None,
-            )
-        )
-    return pairs
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -240,7 +151,9 @@ def evaluate(config: EvalConfig, enhance: Enhancer | None = None) -> EvalResult:
     """
     if (config.enhanced_dir is None) == (enhance is None):
         raise ValueError("give exactly one of an enhanced folder or a model (enhance function)")
-    pairs = pair_files(config.noisy_dir, config.clean_dir, config.enhanced_dir, config.exclude)
+    pairs = pair_folders(
+        config.noisy_dir, config.clean_dir, enhanced_dir=config.enhanced_dir, exclude=config.exclude
+    )
     if config.limit is not None:
         pairs = pairs[: config.limit]
     if not pairs:
@@ -287,7 +200,9 @@ def _example_signals(result: EvalResult, row: FileResult, enhance: Enhancer | No
     """Re-read (or re-enhance) one file for the report's spectrogram: noisy, enhanced and clean at 16 kHz."""
     cfg = result.config
     pair = next(
-        p for p in pair_files(cfg.noisy_dir, cfg.clean_dir, cfg.enhanced_dir) if p.noisy.name == row.file
+        p
+        for p in pair_folders(cfg.noisy_dir, cfg.clean_dir, enhanced_dir=cfg.enhanced_dir)
+        if p.noisy.name == row.file
     )
     signals = {"noisy": metrics.read_16k(pair.noisy)[0]}
     saved = cfg.out_dir / "enhanced" / f"{pair.noisy.stem}.wav"

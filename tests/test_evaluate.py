@@ -14,7 +14,8 @@ from conftest import shared_path
 
 from denoise import evaluate
 from denoise.audio import resample
-from denoise.evaluate import EvalConfig, dns_id, pair_files, summarize_column
+from denoise.evaluate import EvalConfig, summarize_column
+from denoise.pairing import dns_id, pair_folders
 
 SR = 16000
 
@@ -49,7 +50,7 @@ def test_pairs_voicebank_and_dns_names(tmp_path: Path) -> None:
     touch_wav(clean / "clean_fileid_12.wav")
     touch_wav(clean / "clean_fileid_120.wav")  # fileid_12 must not match fileid_120
     (noisy / "readme.txt").write_text("not audio")
-    pairs = {p.noisy.stem: p for p in pair_files(noisy, clean)}
+    pairs = {p.noisy.stem: p for p in pair_folders(noisy, clean)}
     assert set(pairs) == {
         "p232_001",
         "p257_010",
@@ -68,7 +69,7 @@ def test_pairs_enhanced_outputs_and_exclusions(tmp_path: Path) -> None:
         touch_wav(noisy / f"{stem}.wav")
     touch_wav(enhanced / "a_fileid_1.wav")
     touch_wav(enhanced / "enhanced_fileid_2.wav")  # another system's naming, matched by the DNS id
-    pairs = pair_files(noisy, enhanced_dir=enhanced, exclude=["p232_001"])
+    pairs = pair_folders(noisy, enhanced_dir=enhanced, exclude=["p232_001"])
     assert [(p.noisy.stem, p.enhanced.name if p.enhanced else None) for p in pairs] == [
         ("a_fileid_1", "a_fileid_1.wav"),
         ("a_fileid_2", "enhanced_fileid_2.wav"),
@@ -80,7 +81,7 @@ def test_ambiguous_dns_ids_match_nothing(tmp_path: Path) -> None:
     touch_wav(noisy / "x_fileid_5.wav")
     touch_wav(clean / "clean_fileid_5.wav")
     touch_wav(clean / "other_fileid_5.wav")
-    assert pair_files(noisy, clean)[0].clean is None
+    assert pair_folders(noisy, clean)[0].clean is None
 
 
 # ------------------------------------------------------------------------------------------- summary

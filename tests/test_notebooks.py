@@ -78,21 +78,7 @@ def test_setup_is_one_call(path: Path) -> None:
     assert not any('environ.get("DENOISE_SHARED"' in src for src in code), "the look-up was copied again"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(
-            p,
-            marks=pytest.mark.xfail(
-                strict=True, reason="notebook 02 switches to GTCRN.forward_outputs when wt/gtcrn lands"
-            ),
-        )
-        if p.stem == "02_spectrograms"
-        else p
-        for p in NOTEBOOKS
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_hooks_into_network_internals(path: Path) -> None:
     """Notebooks are thin clients of the public API: masks come from ``forward_outputs``, not forward hooks."""
     code = "\n".join(c.source for c in _read(path).cells if c.cell_type == "code")
