@@ -222,32 +222,37 @@ def check_onnx(arch: str, device: str, workdir: Path) -> Result:
     return result
 
 
-def finetune_smoke(arch: str, steps: int, device: str, amp: str | None, workdir: Path) -> Result:
-    """The fine-tuning slice's smoke run (one call site, so its signature is adapted in one place)."""
+def finetune_smoke(arch: str, steps: int, device: str, amp: str, workdir: Path) -> Result:
+    """The fine-tuning smoke run (:func:`denoise.finetune.smoke_run`): seeded random start, synthetic
+    audio, the real Trainer, interrupted and resumed halfway. Its one call site here."""
     from denoise.finetune import smoke_run
 
-    return dict(smoke_run(arch=arch, steps=steps, device=device, amp=amp, workdir=workdir))
+    return dict(smoke_run(arch, steps=steps, device=device, amp=amp, workdir=workdir))
 
 
 def check_finetune(arch: str, device: str, workdir: Path, steps: int) -> Result:
-    amp = "bf16" if device.startswith("cuda") else None
+    amp = "auto" if device.startswith("cuda") else "off"  # auto: bf16 where the GPU has it, else fp16
     run = finetune_smoke(arch, steps, device, amp, workdir / f"finetune_{arch}")
     losses = [float(v) for v in run.get("losses", [])]
     checkpoint = run.get("checkpoint")
     result: Result = {
-        "amp": amp,
+        "amp": run.get("amp_dtype", amp),
+        "grad_scaler": run.get("grad_scaler"),
         "steps": len(losses),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "resumed": bool(run.get("resumed")),
+        "resumed_at": run.get("resumed_at"),
+        "run_checks": {k: run[k] for k in run if k.endswith("_ok") or k.startswith(("loss_", "train_mode"))},
         "peak_gpu_mb": run.get("peak_memory_mb"),
     }
-    # "falling": the mean of the last quarter below the mean of the first quarter (single steps are noisy)
+    # Checked here too, whatever the run reports: finite, and the last quarter's mean below the first
+    # quarter's (single steps are noisy), a checkpoint on disk, and a resume that worked.
     quarter = max(1, len(losses) // 4)
     finite = bool(losses) and all(math.isfinite(v) for v in losses)
     falling = finite and np.mean(losses[-quarter:]) < np.mean(losses[:quarter])
-    result["ok"] = bool(finite and falling and checkpoint and Path(checkpoint).exists() and result["resumed"])
+    written = bool(checkpoint) and Path(checkpoint).exists()
+    result["ok"] = bool(run.get("ok") and finite and falling and written and run.get("resume_ok"))
     return result
 
 

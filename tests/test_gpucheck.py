@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,13 +63,17 @@ def test_agreement_figures() -> None:
     assert broken["finite"] is False and not gpucheck.passes(broken, -math.inf)
 
 
-def fake_smoke(losses: list[float], tmp_path, *, resumed: bool = True, checkpoint: bool = True):
-    ckpt = tmp_path / "last.pt"
+def fake_smoke(
+    losses: list[float], tmp_path, *, resumed: bool = True, checkpoint: bool = True, run_ok: bool = True
+):
+    """A stand-in for denoise.finetune.smoke_run's report (its keys), to test the check's own rules."""
+    ckpt = tmp_path / "best.pt"
     if checkpoint:
         ckpt.write_bytes(b"x")
 
     def smoke(arch, steps, device, amp, workdir):
-        return {"losses": losses, "checkpoint": ckpt if checkpoint else None, "resumed": resumed}
+        return {"ok": run_ok, "losses": losses, "checkpoint": str(ckpt) if checkpoint else None,
+                "resume_ok": resumed, "amp_dtype": "off", "peak_memory_mb": None}  # fmt: skip
 
     return smoke
 
@@ -81,6 +86,7 @@ def fake_smoke(losses: list[float], tmp_path, *, resumed: bool = True, checkpoin
         ([1.0, float("nan"), 0.5, 0.4], {}, False),  # not finite
         ([1.0, 0.9, 0.8, 0.7], {"resumed": False}, False),
         ([1.0, 0.9, 0.8, 0.7], {"checkpoint": False}, False),
+        ([1.0, 0.9, 0.8, 0.7], {"run_ok": False}, False),  # e.g. a step ran in eval mode
         ([], {}, False),
     ],
 )
@@ -88,7 +94,7 @@ def test_finetune_rules(monkeypatch, tmp_path, losses, options, ok) -> None:
     monkeypatch.setattr(gpucheck, "finetune_smoke", fake_smoke(losses, tmp_path, **options))
     result = gpucheck.check_finetune("gtcrn", "cpu", tmp_path, steps=len(losses))
     assert result["ok"] is ok
-    assert result["amp"] is None  # AMP (bf16) only on CUDA
+    assert result["amp"] == "off"  # mixed precision only on CUDA
 
 
 def test_a_crashing_check_fails_without_stopping_the_others() -> None:
@@ -120,6 +126,14 @@ def test_self_test_on_cpu(tmp_path, capsys) -> None:
     assert all(check["ok"] for check in summary["checks"].values())
     assert summary["checks"]["engine_gtcrn"]["fp32"]["snr_db"] == "inf"  # CPU vs CPU: the same arithmetic
     assert summary["checks"]["batching"]["batch_size"] > 1
+
+
+@pytest.mark.slow
+def test_finetune_check_runs_the_real_smoke_run_on_cpu(tmp_path) -> None:
+    """The whole path: the real Trainer through denoise.finetune.smoke_run, a few CPU steps of GTCRN."""
+    result = gpucheck.check_finetune("gtcrn", "cpu", tmp_path, steps=4)
+    assert result["ok"], result
+    assert result["steps"] == 4 and result["resumed_at"] == 2 and Path(result["checkpoint"]).exists()
 
 
 @pytest.mark.slow
