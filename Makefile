@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SHARED ?= $(abspath ../shared)
 export DENOISE_SHARED ?= $(SHARED)
 
-.PHONY: run test setup system-deps lint image-test notebooks clean
+.PHONY: run test setup system-deps lint image-test notebooks clean gpu-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test: setup system-deps
 	  $(BIN)/python -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The GPU paths (CUDA engine at fp32/bf16/fp16, chunk batching, ONNX Runtime CUDA EP, AMP fine-tuning,
+# DDP over NCCL), a few minutes on one GPU: JSON summary on stdout and in runs/gpu-check.json.
+# Exit 0 = all passed, 1 = a check failed, 3 = no CUDA device here. Self-test on CPU: GPU_CHECK_ARGS="--device cpu"
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m denoise.gpucheck --out runs/gpu-check.json $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

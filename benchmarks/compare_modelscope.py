@@ -80,7 +80,8 @@ def main() -> int:
 
     sys.path.insert(0, str(HERE.parents[1]))
     from denoise.backends.torch_backend import TorchBackend
-    from denoise.bench import TABLE_HEADER, BenchConfig, format_row, make_input, measure, shared_dir
+    from denoise.bench import TABLE_HEADER, BenchConfig, format_row, make_input, measure
+    from denoise.tutorial import shared_dir
 
     weights = str(shared_dir() / "fixtures/frcrn/frcrn_testweights_seed0.pt")
     x, sr = make_input(args.seconds)

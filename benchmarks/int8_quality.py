@@ -2,7 +2,7 @@
 
     DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/int8_quality.py GRAPH.int8.onnx --weights default
 
-Uses :func:`denoise.export.parity_report` (same engine for both sides) with all pairs in
+Uses :func:`denoise.parity.parity_report` (same engine for both sides) with all pairs in
 ``../shared/eval/vbd``; prints the per-pair table, the mean change and the worst pair, and can save JSON.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from denoise.export import parity_report, shared_dir
+from denoise.parity import parity_report
+from denoise.tutorial import shared_dir
 
 
 def main() -> int:
@@ -26,7 +27,7 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write the report here")
     args = p.parse_args()
     stems = sorted(f.stem for f in (shared_dir() / "eval/vbd/noisy").glob("*.wav"))[: args.limit]
-    report = parity_report(args.graph, args.weights, quality_pairs=stems)
+    report = parity_report(args.graph, args.weights, shared=shared_dir(), quality_pairs=stems)
     print(report.as_text())
     drops = sorted(report.quality, key=lambda r: r.pesq_onnx - r.pesq_torch)
     if drops:

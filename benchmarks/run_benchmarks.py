@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from denoise.bench import TABLE_HEADER, BenchConfig, format_row, measure, shared_dir
+from denoise.bench import TABLE_HEADER, BenchConfig, format_row, measure
 from denoise.export import ExportConfig, export_onnx, quantize_onnx
+from denoise.tutorial import shared_dir
 
 
 def graphs(workdir: Path, arch: str, weights: str) -> dict[str, Path]:

@@ -69,15 +69,12 @@ class BenchResult:
         return {**asdict(self), "rtf": self.rtf, "cpu_rtf": self.cpu_rtf}
 
 
-def shared_dir() -> Path:
-    return Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared")).resolve()
-
-
 def make_input(seconds: float, speech: str | Path | None = None) -> tuple[np.ndarray, int]:
     """Real speech tiled to ``seconds``: float32 ``[1, samples]`` and its sample rate (Hz)."""
     from denoise.audio import read_audio
+    from denoise.tutorial import shared_file
 
-    audio = read_audio(speech or shared_dir() / DEFAULT_SPEECH)
+    audio = read_audio(speech or shared_file(DEFAULT_SPEECH))
     x = audio.samples[:1]
     n = round(seconds * audio.sample_rate)
     return np.tile(x, (1, -(-n // x.shape[1])))[:, :n].copy(), audio.sample_rate
@@ -94,9 +91,14 @@ def run_here(config: BenchConfig) -> BenchResult:
 
     x, sr = make_input(config.seconds, config.speech)
     started = time.perf_counter()
+    onnx_path = config.onnx_path
+    if config.backend == "onnx" and onnx_path is None:  # the cached export (made once, timed as load)
+        from denoise.export import ensure_onnx
+
+        onnx_path = str(ensure_onnx(config.model, config.weights))
     denoiser = Denoiser(
         DenoiserConfig(
-            model=config.model, weights=config.weights, backend=config.backend, onnx_path=config.onnx_path,
+            model=config.model, weights=config.weights, backend=config.backend, onnx_path=onnx_path,
             device="cpu", threads=config.threads,
         )
     )  # fmt: skip

@@ -17,98 +17,28 @@ slower than its Conv kernel (it was ~47 % of FRCRN's ORT time). The legacy Torch
 (opset 17): the dynamo exporter produced a FRCRN graph that outputs NaN.
 
 Every graph carries a metadata record (``metadata_props['denoise']``, JSON; see :class:`OnnxMetadata`) and
-passes ``onnx.checker``. Every export and quantization can end with a :class:`ParityReport`.
+passes ``onnx.checker``. Every export and quantization can end with a parity report (:mod:`denoise.parity`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import math
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from denoise.onnx_metadata import EXPORT_VERSION, OnnxMetadata, read_metadata, write_metadata
 from denoise_models.atomic import atomic_output
 
-EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (cache key)
 DEFAULT_OPSET = 17
-METADATA_KEY = "denoise"
-
-# Real speech for parity checks and a few VoiceBank-DEMAND pairs for the quality check (paths relative
-# to the shared data folder; never copied into the repository).
-PARITY_SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
-QUALITY_PAIRS = ("p232_005", "p232_013", "p257_008", "p257_022")
-
-
-# --------------------------------------------------------------------------------------------- metadata
-
-
-@dataclass(frozen=True)
-class OnnxMetadata:
-    """What an exported graph is; stored as JSON under ``metadata_props['denoise']``.
-
-    ``io`` is ``"wav"`` (``[B, samples] -> [B, samples']``) or ``"spec"`` (``[B, 257, frames, 2]``, STFT
-    outside the graph). Lengths are in samples at ``sample_rate`` Hz.
-    """
-
-    model: str  # "frcrn" | "gtcrn"
-    weights: str  # manifest name, file name, or "random"
-    weights_sha256: str  # sha256 of the weights file ("" for random weights)
-    sample_rate: int
-    win_length: int  # analysis frame (samples)
-    hop_length: int  # frame shift (samples)
-    n_fft: int
-    min_samples: int  # shortest waveform the backend may feed
-    io: str  # "wav" | "spec"
-    stft: str  # where the STFT lives and how it is framed
-    exporter: str
-    opset: int
-    precision: str = "fp32"  # "fp32" | "int8-dynamic" | "fp16"
-    export_version: int = EXPORT_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> OnnxMetadata:
-        raw = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-
-def read_metadata(path: str | Path) -> OnnxMetadata:
-    """The :class:`OnnxMetadata` of an exported graph (reads the header only, not the weights).
-
-    Raises:
-        ValueError: the file has no ``denoise`` metadata (not exported by this project).
-    """
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return OnnxMetadata.from_json(prop.value)
-    raise ValueError(f"{path}: no '{METADATA_KEY}' metadata; export it with `denoise export-onnx`")
-
-
-def _write_metadata(model: object, meta: OnnxMetadata) -> None:
-    props = model.metadata_props  # type: ignore[attr-defined]
-    for i in reversed(range(len(props))):
-        if props[i].key == METADATA_KEY:
-            del props[i]
-    entry = props.add()
-    entry.key, entry.value = METADATA_KEY, meta.to_json()
-    model.producer_name = "speech-denoise-workstation"  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------- export-only rewrites
@@ -242,7 +172,8 @@ def weights_identity(weights: str | Path | None) -> tuple[str, str, Path | None]
     return Path(name).name, sha256_of(path), path
 
 
-def _resolve_default(arch: str, weights: str | None) -> str | None:
+def resolved_weights(arch: str, weights: str | None) -> str | None:
+    """``weights`` with "default" replaced by the manifest's default name for ``arch``."""
     if weights == "default":
         from denoise_models import default_weights
 
@@ -259,7 +190,7 @@ def cache_dir() -> Path:
 
 def cached_onnx_path(arch: str, weights: str | None, opset: int = DEFAULT_OPSET) -> Path | None:
     """The cache file for ``arch`` + ``weights`` (keyed by the weights' sha256), or None for random weights."""
-    _, sha, _ = weights_identity(_resolve_default(arch, weights))
+    _, sha, _ = weights_identity(resolved_weights(arch, weights))
     if not sha:
         return None
     return cache_dir() / f"{arch}-{sha[:16]}-v{EXPORT_VERSION}-opset{opset}.onnx"
@@ -270,7 +201,7 @@ def load_network(arch: str, weights: str | None) -> nn.Module:
     from denoise_models import load_model, optimize_for_inference
 
     return optimize_for_inference(
-        load_model(arch, _resolve_default(arch, weights), device="cpu", progress=False)
+        load_model(arch, resolved_weights(arch, weights), device="cpu", progress=False)
     )
 
 
@@ -282,7 +213,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     import onnx
 
     arch = config.arch.lower()
-    weights = _resolve_default(arch, config.weights)
+    weights = resolved_weights(arch, config.weights)
     name, sha, _ = weights_identity(weights)
     output = Path(config.output) if config.output else cached_onnx_path(arch, weights, config.opset)
     if output is None:
@@ -327,7 +258,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             opset_version=config.opset, do_constant_folding=True, dynamo=False,
         )  # fmt: skip
     model = onnx.load_from_string(buffer.getvalue())
-    _write_metadata(model, meta)
+    write_metadata(model, meta)
     onnx.checker.check_model(model, full_check=True)
     _save_atomic(model, output)
     return ExportResult(output, meta, time.perf_counter() - started, output.stat().st_size)
@@ -393,7 +324,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, mode: str = "int8") -> Path:
         precision = "fp16"
     else:
         raise ValueError(f"unknown quantization mode {mode!r}: use 'int8' or 'fp16'")
-    _write_metadata(model, replace(meta, precision=precision))
+    write_metadata(model, replace(meta, precision=precision))
     onnx.checker.check_model(model)
     _save_atomic(model, dst)
     return dst
@@ -453,154 +384,3 @@ def _topological_sort(graph: object) -> None:
         pending = rest
     del graph.node[:]  # type: ignore[attr-defined]
     graph.node.extend(ordered)  # type: ignore[attr-defined]
-
-
-# ------------------------------------------------------------------------------------ parity reporting
-
-
-@dataclass
-class QualityRow:
-    """One eval pair: PESQ-WB and DNSMOS OVRL of the torch output and of the ONNX output."""
-
-    name: str
-    pesq_torch: float
-    pesq_onnx: float
-    dnsmos_torch: float
-    dnsmos_onnx: float
-
-
-@dataclass
-class ParityReport:
-    """ONNX vs torch on the same input, same weights, through the same engine.
-
-    ``max_abs_error``: largest sample difference (full scale = 1.0) on real speech; ``si_snr_db``: SI-SNR of
-    the ONNX output taking the torch output as the reference (higher is closer; >= 60 dB is float noise).
-    """
-
-    onnx_path: str
-    precision: str
-    speech_file: str
-    seconds_of_audio: float
-    max_abs_error: float
-    si_snr_db: float
-    quality: list[QualityRow] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def pesq_change(self) -> float:
-        """Mean PESQ(ONNX) - PESQ(torch) over the quality pairs (NaN when none were scored)."""
-        rows = [r for r in self.quality if math.isfinite(r.pesq_onnx) and math.isfinite(r.pesq_torch)]
-        return float(np.mean([r.pesq_onnx - r.pesq_torch for r in rows])) if rows else math.nan
-
-    @property
-    def dnsmos_change(self) -> float:
-        rows = [r for r in self.quality if math.isfinite(r.dnsmos_onnx) and math.isfinite(r.dnsmos_torch)]
-        return float(np.mean([r.dnsmos_onnx - r.dnsmos_torch for r in rows])) if rows else math.nan
-
-    def as_text(self) -> str:
-        lines = [
-            f"parity of {self.onnx_path} ({self.precision}) against torch",
-            f"  real speech: {self.speech_file} ({self.seconds_of_audio:.1f} s)",
-            f"  max abs error {self.max_abs_error:.3g}   SI-SNR vs torch {self.si_snr_db:.1f} dB",
-        ]
-        if self.quality:
-            lines.append(
-                "  quality on VoiceBank-DEMAND pairs   PESQ torch -> onnx   DNSMOS OVRL torch -> onnx"
-            )
-            for r in self.quality:
-                lines.append(
-                    f"    {r.name:<10} {r.pesq_torch:5.3f} -> {r.pesq_onnx:5.3f}      "
-                    f"{r.dnsmos_torch:5.3f} -> {r.dnsmos_onnx:5.3f}"
-                )
-            lines.append(
-                f"  mean change: PESQ {self.pesq_change:+.3f}   DNSMOS OVRL {self.dnsmos_change:+.3f}"
-            )
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d.update(pesq_change=self.pesq_change, dnsmos_change=self.dnsmos_change)
-        return d
-
-
-def _si_snr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    from denoise.metrics import si_snr
-
-    return si_snr(reference, estimate)
-
-
-def parity_report(
-    onnx_path: str | Path,
-    weights: str | None = "default",
-    *,
-    shared: Path | None = None,
-    speech: Path | None = None,
-    quality_pairs: Sequence[str] | None = QUALITY_PAIRS,
-    threads: int | None = None,
-) -> ParityReport:
-    """Compare an exported graph with the torch network through the same :class:`Denoiser` engine.
-
-    Args:
-        onnx_path: graph from :func:`export_onnx` / :func:`quantize_onnx` (its metadata names the model).
-        weights: the torch side's weights; must be those the graph was exported from.
-        shared: the shared data folder (default ``../shared`` beside the repository or ``$DENOISE_SHARED``).
-        speech: real speech for the numerical comparison (default: a shared noisy clip).
-        quality_pairs: VoiceBank-DEMAND stems scored with PESQ-WB and DNSMOS (None or empty: skip; only
-            meaningful for trained weights).
-    """
-    from denoise.audio import read_audio
-    from denoise.engine import Denoiser, DenoiserConfig
-
-    meta = read_metadata(onnx_path)
-    shared = shared or shared_dir()
-    speech = speech or shared / PARITY_SPEECH
-    notes: list[str] = []
-    if meta.weights_sha256:
-        _, sha, _ = weights_identity(_resolve_default(meta.model, weights))
-        if sha != meta.weights_sha256:
-            notes.append(f"weights differ from the graph's ({sha[:12]} vs {meta.weights_sha256[:12]})")
-    common = dict(model=meta.model, weights=weights, device="cpu", threads=threads)
-    torch_dn = Denoiser(DenoiserConfig(backend="torch", **common))
-    onnx_dn = Denoiser(DenoiserConfig(backend="onnx", onnx_path=str(onnx_path), **common))
-    audio = read_audio(speech)
-    x = audio.samples[:1]
-    y_t = torch_dn.enhance(x, audio.sample_rate)[0]
-    y_o = onnx_dn.enhance(x, audio.sample_rate)[0]
-    report = ParityReport(
-        onnx_path=str(onnx_path), precision=meta.precision, speech_file=str(speech),
-        seconds_of_audio=x.shape[1] / audio.sample_rate, max_abs_error=float(np.max(np.abs(y_t - y_o))),
-        si_snr_db=_si_snr(y_t, y_o), notes=notes,
-    )  # fmt: skip
-    if quality_pairs:
-        report.quality = _quality_rows(torch_dn, onnx_dn, shared, quality_pairs)
-    return report
-
-
-def _quality_rows(torch_dn, onnx_dn, shared: Path, stems: Sequence[str]) -> list[QualityRow]:
-    from denoise.audio import read_audio
-    from denoise.metrics import MetricUnavailable, dnsmos, pesq_wb
-
-    rows = []
-    for stem in stems:
-        noisy, clean = shared / "eval/vbd/noisy" / f"{stem}.wav", shared / "eval/vbd/clean" / f"{stem}.wav"
-        if not (noisy.is_file() and clean.is_file()):
-            continue
-        a, c = read_audio(noisy), read_audio(clean)
-        outs = [dn.enhance(a.samples[:1], a.sample_rate)[0] for dn in (torch_dn, onnx_dn)]
-        scores = []
-        for y in outs:
-            try:
-                p = pesq_wb(c.samples[0], y, c.sample_rate, a.sample_rate)
-            except MetricUnavailable:
-                p = math.nan
-            scores.append((p, dnsmos(y, a.sample_rate).ovrl))
-        rows.append(QualityRow(stem, scores[0][0], scores[1][0], scores[0][1], scores[1][1]))
-    return rows
-
-
-def shared_dir() -> Path:
-    """``$DENOISE_SHARED`` if set, else ``../shared`` beside the repository."""
-    import os
-
-    return Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared")).resolve()

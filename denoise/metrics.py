@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.audio import resample
+from denoise.audio import read_audio, resample
 
 SAMPLE_RATE = 16000  # Hz: every metric here is defined on (or computed by us at) 16 kHz wide-band audio
 
@@ -59,6 +59,20 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     return resample(arr, sr, SAMPLE_RATE).astype(np.float64)
 
 
+def channel0(samples: np.ndarray) -> np.ndarray:
+    """Channel 0 of ``[channels, samples]`` as float32 (the metrics are mono; ModelScope keeps channel 0 too)."""
+    return np.asarray(samples[0] if samples.ndim == 2 else samples, dtype=np.float32)
+
+
+def read_16k(path: str | Path) -> tuple[np.ndarray, int, float, list[str]]:
+    """Channel 0 of an audio file at 16 kHz as float64, plus native rate (Hz), duration (s) and read notes."""
+    audio = read_audio(path)
+    notes = list(audio.notes)
+    if audio.channels > 1:
+        notes.append(f"{audio.channels} channels: channel 0 scored")
+    return to_16k(channel0(audio.samples), audio.sample_rate), audio.sample_rate, audio.duration, notes
+
+
 def align(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Trim both 1-D signals to their common length (the start is the time origin of both)."""
     n = min(len(reference), len(estimate))
@@ -77,7 +91,7 @@ def _pair_16k(
 
 
 def si_snr(
-    reference: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE, est_sr: int | None = None
+    *, estimate: np.ndarray, reference: np.ndarray, sr: int = SAMPLE_RATE, est_sr: int | None = None
 ) -> float:
     """Scale-invariant signal-to-noise ratio of ``estimate`` w.r.t. ``reference``, in dB.
 
@@ -86,9 +100,12 @@ def si_snr(
     gain (including a sign flip) applied to the estimate leaves the value unchanged. Computed in float64;
     an estimate that is an exact multiple of the reference gives ``+inf``.
 
+    Keyword-only, like the training loss ``denoise.finetune`` uses: the two orders are easy to swap and
+    SI-SNR is not symmetric.
+
     Args:
-        reference: clean signal [samples] at ``sr`` Hz.
         estimate: signal to score [samples] at ``est_sr`` Hz (default: ``sr``).
+        reference: clean signal [samples] at ``sr`` Hz.
     Raises:
         MetricUnavailable: the reference (after zero-mean) or the estimate is silent or empty.
     """
@@ -123,7 +140,7 @@ def si_snr_improvement(
     noisy_sr: int | None = None,
     enhanced_sr: int | None = None,
 ) -> float:
-    """SI-SNRi in dB: ``si_snr(reference, enhanced) - si_snr(reference, noisy)``.
+    """SI-SNRi in dB: the SI-SNR of ``enhanced`` minus that of ``noisy``, both against ``reference``.
 
     All three are 1-D [samples]; rates default to ``sr``. The three are trimmed to one common length so
     that both terms are measured over the same span.
@@ -132,7 +149,7 @@ def si_snr_improvement(
     noi = to_16k(noisy, sr if noisy_sr is None else noisy_sr)
     enh = to_16k(enhanced, sr if enhanced_sr is None else enhanced_sr)
     n = min(len(ref), len(noi), len(enh))
-    return si_snr(ref[:n], enh[:n]) - si_snr(ref[:n], noi[:n])
+    return si_snr(estimate=enh[:n], reference=ref[:n]) - si_snr(estimate=noi[:n], reference=ref[:n])
 
 
 # -------------------------------------------------------------------------------------------- PESQ
@@ -143,9 +160,12 @@ def pesq_wb(
 ) -> float:
     """Wide-band PESQ (ITU-T P.862.2, MOS-LQO scale ≈ 1.04 … 4.64) at 16 kHz.
 
+    Keyword-only, like the training loss ``denoise.finetune`` uses: the two orders are easy to swap and
+    SI-SNR is not symmetric.
+
     Args:
-        reference: clean signal [samples] at ``sr`` Hz.
         estimate: signal to score [samples] at ``est_sr`` Hz (default: ``sr``).
+        reference: clean signal [samples] at ``sr`` Hz.
     Raises:
         MetricUnavailable: the pair is shorter than PESQ's minimum of 0.25 s, or PESQ finds no speech
             in the reference (e.g. digital silence).
@@ -284,7 +304,7 @@ def intrusive_scores(reference: np.ndarray, estimate: np.ndarray) -> tuple[dict[
     Returns ``(scores, notes)``: a metric that cannot be computed is NaN in ``scores`` and its reason is
     appended to ``notes``.
     """
-    funcs = {"pesq": pesq_wb, "stoi": stoi, "estoi": estoi, "si_snr": si_snr}
+    funcs = {"pesq": pesq_wb, "stoi": stoi, "estoi": estoi}
     scores: dict[str, float] = {}
     notes: list[str] = []
     for name, func in funcs.items():
@@ -293,6 +313,11 @@ def intrusive_scores(reference: np.ndarray, estimate: np.ndarray) -> tuple[dict[
         except MetricUnavailable as exc:
             scores[name] = float("nan")
             notes.append(str(exc))
+    try:
+        scores["si_snr"] = si_snr(estimate=estimate, reference=reference)
+    except MetricUnavailable as exc:
+        scores["si_snr"] = float("nan")
+        notes.append(str(exc))
     return scores, notes
 
 

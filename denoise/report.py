@@ -1,20 +1,30 @@
 """Figures and a Markdown report for an evaluation: before/after spectrograms, per-file improvement.
 
-Figures are drawn on ``matplotlib.figure.Figure`` (no display needed, CI and containers included).
+The report takes scores (:mod:`denoise.scores`) and signals; it never runs or imports the evaluator, which
+hands it a function that returns the signals of one example file. Figures come from :mod:`denoise.plots`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from denoise import metrics
+from denoise.plots import figure, log_spectrogram, save_png, spectrogram_figure
+from denoise.scores import EvalResult, FileResult, summary_table
+from denoise_models.atomic import atomic_output
 
-if TYPE_CHECKING:
-    from denoise.evaluate import Enhancer, EvalResult, FileResult
+# The signals of one example file, by panel name ("noisy", the system's label, "clean reference"), at
+# metrics.SAMPLE_RATE.
+ExampleSignals = Callable[[FileResult], dict[str, np.ndarray]]
+
+__all__ = [
+    "IMPROVEMENT_PLOTS", "ExampleSignals", "comparison_table", "improvement_png", "improvement_table",
+    "log_spectrogram", "pick_examples", "write_report",
+]  # fmt: skip
 
 # Improvement columns plotted per file, in order of preference, with axis labels.
 IMPROVEMENT_PLOTS: dict[str, str] = {
@@ -25,61 +35,13 @@ IMPROVEMENT_PLOTS: dict[str, str] = {
 }
 
 
-def _figure(**kwargs: object):
-    """A figure that renders to files only. ``Figure`` instead of pyplot: no global backend switch,
-    so a notebook that calls us keeps its inline plots."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def log_spectrogram(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    """Power spectrogram in dB, shape [n_fft // 2 + 1, frames], of a 16 kHz 1-D signal (Hann window)."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    frames = 1 + (len(x) - n_fft) // hop
-    window = np.hanning(n_fft)
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spec = np.abs(np.fft.rfft(x[idx] * window, axis=1)) ** 2
-    return 10.0 * np.log10(spec.T + 1e-12)
-
-
-def spectrogram_png(path: Path, signals: dict[str, np.ndarray], title: str) -> Path:
-    """One PNG with a spectrogram panel per 16 kHz signal (e.g. noisy / enhanced / clean), shared colours."""
-    specs = {name: log_spectrogram(x) for name, x in signals.items()}
-    top = max(float(s.max()) for s in specs.values())
-    fig = _figure(figsize=(10, 2.3 * len(specs)))
-    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)
-    image = None
-    for ax, (name, spec) in zip(axes[:, 0], specs.items(), strict=True):
-        seconds = spec.shape[1] * 128 / metrics.SAMPLE_RATE
-        image = ax.imshow(
-            spec,
-            origin="lower",
-            aspect="auto",
-            cmap="magma",
-            vmin=top - 80.0,  # 80 dB of dynamic range: enough to see residual noise floors
-            vmax=top,
-            extent=(0.0, seconds, 0.0, metrics.SAMPLE_RATE / 2000),
-        )
-        ax.set_ylabel("kHz")
-        ax.set_title(name, fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title, fontsize=10)
-    fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
-
-
 def improvement_png(path: Path, results: list[FileResult], label: str) -> Path | None:
     """Per-file improvement bars (sorted) for each available column of :data:`IMPROVEMENT_PLOTS`."""
     ok = [r for r in results if r.ok]
     columns = [c for c in IMPROVEMENT_PLOTS if any(math.isfinite(r.scores.get(c, float("nan"))) for r in ok)]
     if not columns:
         return None
-    fig = _figure(figsize=(4.2 * len(columns), 3.6))
+    fig = figure(figsize=(4.2 * len(columns), 3.6))
     axes = fig.subplots(1, len(columns), squeeze=False)
     for ax, col in zip(axes[0], columns, strict=True):
         values = np.sort([v for r in ok if math.isfinite(v := r.scores.get(col, float("nan")))])
@@ -92,9 +54,7 @@ def improvement_png(path: Path, results: list[FileResult], label: str) -> Path |
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"Per-file improvement: {label}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+    return save_png(fig, path)
 
 
 def pick_examples(results: list[FileResult], count: int) -> list[FileResult]:
@@ -120,32 +80,6 @@ def pick_examples(results: list[FileResult], count: int) -> list[FileResult]:
     return [ranked[i] for i in idx]
 
 
-def _example_signals(result: EvalResult, row: FileResult, enhance: Enhancer | None) -> dict[str, np.ndarray]:
-    """Re-read (or re-enhance) one file for its spectrogram: noisy, enhanced and clean at 16 kHz."""
-    from denoise.evaluate import _read_16k, pair_files
-
-    cfg = result.config
-    pair = next(
-        p for p in pair_files(cfg.noisy_dir, cfg.clean_dir, cfg.enhanced_dir) if p.noisy.name == row.file
-    )
-    noisy = _read_16k(pair.noisy)[0]
-    signals = {"noisy": noisy}
-    saved = cfg.out_dir / "enhanced" / f"{pair.noisy.stem}.wav"
-    if pair.enhanced is not None:
-        signals[cfg.label] = _read_16k(pair.enhanced)[0]
-    elif saved.exists():
-        signals[cfg.label] = _read_16k(saved)[0]
-    elif enhance is not None:
-        from denoise.audio import read_audio
-
-        audio = read_audio(pair.noisy)
-        out, out_sr = enhance(audio.samples[0], audio.sample_rate)
-        signals[cfg.label] = metrics.to_16k(out, out_sr)
-    if pair.clean is not None:
-        signals["clean reference"] = _read_16k(pair.clean)[0]
-    return signals
-
-
 def _caption(row: FileResult) -> str:
     parts = []
     for col, name in (("delta_pesq", "ΔPESQ"), ("si_snri", "SI-SNRi"), ("delta_dnsmos_ovrl", "ΔOVRL")):
@@ -155,10 +89,11 @@ def _caption(row: FileResult) -> str:
     return ", ".join(parts)
 
 
-def write_report(result: EvalResult, enhance: Enhancer | None = None) -> Path:
-    """Write ``report.md`` and its ``figures/`` into the evaluation's output folder; returns the .md path."""
-    from denoise.evaluate import summary_table
+def write_report(result: EvalResult, example_signals: ExampleSignals | None = None) -> Path:
+    """Write ``report.md`` and its ``figures/`` into the evaluation's output folder; returns the .md path.
 
+    ``example_signals`` returns the signals of one file for its spectrogram (None: no example figures).
+    """
     cfg = result.config
     out = cfg.out_dir
     figures = out / "figures"
@@ -192,18 +127,17 @@ def write_report(result: EvalResult, enhance: Enhancer | None = None) -> Path:
             f"![per-file improvement]({plot.relative_to(out).as_posix()})",
             "",
         ]
-    examples = pick_examples(result.results, cfg.report_examples)
+    examples = pick_examples(result.results, cfg.report_examples) if example_signals is not None else []
     if examples:
         lines += ["## Examples (worst, median, best)", ""]
     for row in examples:
         try:
-            signals = _example_signals(result, row, enhance)
+            signals = example_signals(row)
         except (OSError, ValueError, RuntimeError) as exc:
             lines += [f"- {row.file}: no spectrogram ({exc})"]
             continue
-        png = spectrogram_png(
-            figures / f"{Path(row.file).stem}.png", signals, f"{row.file}  ({_caption(row)})"
-        )
+        fig = spectrogram_figure(signals, metrics.SAMPLE_RATE, f"{row.file}  ({_caption(row)})")
+        png = save_png(fig, figures / f"{Path(row.file).stem}.png")
         lines += [
             f"### {row.file}",
             "",
@@ -219,7 +153,8 @@ def write_report(result: EvalResult, enhance: Enhancer | None = None) -> Path:
         lines += ["## Notes", ""] + [f"- `{r.file}`: {'; '.join(r.notes)}" for r in noted] + [""]
     lines += ["Per-file scores: [per_file.csv](per_file.csv); summary: [summary.csv](summary.csv).", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 

@@ -1,4 +1,11 @@
-"""Shared test helpers: where the read-only reference data lives, and how to skip without it."""
+"""Shared test helpers: where the read-only reference data lives, and how to skip without it.
+
+Only a test that reads reference data skips without it, and it says which path is missing. Use
+:func:`shared_path` inside the test (or a fixture it requests) for files, and the :func:`weights_mirror`
+fixture for tests that load the pretrained weights. :func:`offline_store` (never skips) gives a test a
+private weights store with no network, so it may be ``autouse`` in a module whose pure-logic tests
+(chunk arithmetic, config parsing) must run in a clone without the reference data.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_dir() -> Path:
-    """``$DENOISE_SHARED`` if set, else ``../shared`` beside the repository."""
-    return Path(os.environ.get("DENOISE_SHARED", REPO.parent / "shared")).resolve()
+    """The reference data folder, found the one way the project finds it (:mod:`denoise.tutorial`)."""
+    from denoise.tutorial import shared_dir as find_shared
+
+    return find_shared()
 
 
 def shared_path(*parts: str) -> Path:
@@ -30,3 +39,25 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared() -> Path:
     return shared_path()
+
+
+@pytest.fixture
+def offline_store(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private weights store (shared by the session's tests), offline: nothing is downloaded. Never skips.
+
+    Without a mirror, loading named weights fails with the store's own one-line error; tests that need
+    real weights request :func:`weights_mirror` as well.
+    """
+    store = tmp_path_factory.getbasetemp() / "store"
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(store))
+    monkeypatch.setenv("DENOISE_WEIGHTS_OFFLINE", "1")
+    monkeypatch.delenv("DENOISE_WEIGHTS_MIRROR", raising=False)
+    return store
+
+
+@pytest.fixture
+def weights_mirror(offline_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared offline copy of the pretrained weights as the store's mirror; skips the test without it."""
+    mirror = shared_path("weights")
+    monkeypatch.setenv("DENOISE_WEIGHTS_MIRROR", str(mirror))
+    return mirror

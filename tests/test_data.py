@@ -13,17 +13,17 @@ from conftest import shared_path
 from torch.utils.data import DataLoader
 
 from denoise.audio import resample
-from denoise.data import (
+from denoise.finetune.datasets import (
     MixingDataset,
     PairedDataset,
-    ResumableSampler,
     index_audio,
-    list_audio,
     match_pairs,
     read_segment,
     segment_length,
     split_files,
 )
+from denoise.finetune.distributed import ResumableSampler
+from denoise.pairing import audio_files
 
 SR = 16000
 
@@ -68,8 +68,8 @@ def test_index_skips_bad_files_with_a_warning(tmp_path: Path, caplog: pytest.Log
     (tmp_path / "empty.flac").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not audio")
     sf.write(tmp_path / "tiny.wav", _tone(440, 0.01), SR)
-    with caplog.at_level(logging.WARNING, logger="denoise.data"):
-        entries = index_audio(list_audio(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="denoise.finetune.datasets"):
+        entries = index_audio(audio_files(tmp_path, recursive=True))
     assert [e.path.name for e in entries] == ["good.wav"]
     logged = caplog.text
     assert "garbage.wav" in logged and "empty.flac" in logged and "tiny.wav" in logged
@@ -92,7 +92,12 @@ def test_read_segment_resamples_and_mixes_to_mono(tmp_path: Path) -> None:
 
 def test_items_stream_only_their_segment(pools: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     clean, noise = pools
-    ds = MixingDataset(index_audio(list_audio(clean)), index_audio(list_audio(noise)), segment=8000, items=4)
+    ds = MixingDataset(
+        index_audio(audio_files(clean, recursive=True)),
+        index_audio(audio_files(noise, recursive=True)),
+        segment=8000,
+        items=4,
+    )
     assert not any(isinstance(v, np.ndarray) for v in vars(ds).values())  # an index, not audio
     sizes: list[int] = []
     real_read = sf.SoundFile.read
@@ -110,7 +115,7 @@ def test_items_stream_only_their_segment(pools: tuple[Path, Path], monkeypatch: 
 
 
 def test_mixing_is_deterministic_and_changes_with_the_epoch(pools: tuple[Path, Path]) -> None:
-    clean, noise = (index_audio(list_audio(p)) for p in pools)
+    clean, noise = (index_audio(audio_files(p, recursive=True)) for p in pools)
     a = MixingDataset(clean, noise, segment=8000, items=6, seed=3)
     b = MixingDataset(clean, noise, segment=8000, items=6, seed=3)
     for i in range(6):
@@ -127,7 +132,7 @@ def test_mixing_is_deterministic_and_changes_with_the_epoch(pools: tuple[Path, P
 
 
 def test_mixture_snr_level_and_no_clipping(pools: tuple[Path, Path]) -> None:
-    clean, noise = (index_audio(list_audio(p)) for p in pools)
+    clean, noise = (index_audio(audio_files(p, recursive=True)) for p in pools)
     ds = MixingDataset(
         clean, noise, segment=16000, items=40, seed=0, snr_db=(0.0, 10.0), level_dbfs=(-30, -20)
     )
@@ -143,7 +148,7 @@ def test_mixture_snr_level_and_no_clipping(pools: tuple[Path, Path]) -> None:
 
 
 def test_validation_uses_held_out_files_and_noise_span(pools: tuple[Path, Path]) -> None:
-    clean, noise = (index_audio(list_audio(p)) for p in pools)
+    clean, noise = (index_audio(audio_files(p, recursive=True)) for p in pools)
     train_clean, val_clean = split_files(clean, 0.34)
     assert len(val_clean) == 2 and not {e.path for e in train_clean} & {e.path for e in val_clean}
     held = {e.path for e in val_clean}
@@ -161,18 +166,21 @@ def test_validation_uses_held_out_files_and_noise_span(pools: tuple[Path, Path])
 
 def test_bad_file_at_read_time_is_skipped(pools: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
     clean_dir, noise_dir = pools
-    clean, noise = index_audio(list_audio(clean_dir)), index_audio(list_audio(noise_dir))
+    clean, noise = (
+        index_audio(audio_files(clean_dir, recursive=True)),
+        index_audio(audio_files(noise_dir, recursive=True)),
+    )
     for entry in clean[:3]:  # damaged after indexing (e.g. a network share went away)
         entry.path.write_bytes(b"garbage")
     ds = MixingDataset(clean, noise, segment=4000, items=20, seed=1)
-    with caplog.at_level(logging.WARNING, logger="denoise.data"):
+    with caplog.at_level(logging.WARNING, logger="denoise.finetune.datasets"):
         items = [ds[i] for i in range(20)]
     assert all(torch.isfinite(x).all() and x.shape == (4000,) for pair in items for x in pair)
     assert "skipping bad file" in caplog.text
 
 
 def test_room_impulse_responses(pools: tuple[Path, Path], tmp_path: Path) -> None:
-    clean, noise = (index_audio(list_audio(p)) for p in pools)
+    clean, noise = (index_audio(audio_files(p, recursive=True)) for p in pools)
     rir_dir = tmp_path / "rirs"
     rir_dir.mkdir()
     rng = np.random.default_rng(0)
@@ -180,7 +188,7 @@ def test_room_impulse_responses(pools: tuple[Path, Path], tmp_path: Path) -> Non
     rir[100] = 1.0
     rir[101:] = 0.3 * rng.standard_normal(7899) * np.exp(-np.arange(7899) / 1500)
     sf.write(rir_dir / "room.wav", rir, SR)
-    rirs = index_audio(list_audio(rir_dir))
+    rirs = index_audio(audio_files(rir_dir, recursive=True))
     dry = MixingDataset(clean, noise, segment=8000, items=2, seed=0, snr_db=(30, 30))
     wet = MixingDataset(
         clean, noise, segment=8000, items=2, seed=0, snr_db=(30, 30), rirs=rirs, rir_probability=1
@@ -210,7 +218,7 @@ def test_paired_dataset_matches_by_relative_path_then_name(tmp_path: Path, caplo
         sf.write(clean_dir / f"{name}.wav", speech, SR)
         sf.write(noisy_dir / f"{name}.flac", 0.5 * speech, SR)  # other container: matched by name
     sf.write(noisy_dir / "orphan.wav", _tone(300, 1.0), SR)
-    with caplog.at_level(logging.WARNING, logger="denoise.data"):
+    with caplog.at_level(logging.WARNING, logger="denoise.finetune.datasets"):
         pairs = match_pairs(noisy_dir, clean_dir)
     assert sorted(n.path.stem for n, _ in pairs) == ["a", "b"]
     assert "orphan.wav" in caplog.text
@@ -242,8 +250,8 @@ def test_sampler_shards_and_resumes() -> None:
 
 
 def test_shared_pools_mix() -> None:
-    clean = index_audio(list_audio(shared_path("audio", "clean_speech")))
-    noise = index_audio(list_audio(shared_path("audio", "noise")))
+    clean = index_audio(audio_files(shared_path("audio", "clean_speech"), recursive=True))
+    noise = index_audio(audio_files(shared_path("audio", "noise"), recursive=True))
     assert len(clean) >= 20 and len(noise) >= 10
     assert {e.sample_rate for e in clean + noise} >= {16000, 44100}  # resampling is exercised
     ds = MixingDataset(clean, noise, segment=32000, items=4, seed=0)

@@ -14,7 +14,8 @@ from conftest import shared_path
 
 from denoise import evaluate
 from denoise.audio import resample
-from denoise.evaluate import EvalConfig, dns_id, pair_files, summarize_column
+from denoise.evaluate import EvalConfig, summarize_column
+from denoise.pairing import dns_id, pair_folders
 
 SR = 16000
 
@@ -49,7 +50,7 @@ def test_pairs_voicebank_and_dns_names(tmp_path: Path) -> None:
     touch_wav(clean / "clean_fileid_12.wav")
     touch_wav(clean / "clean_fileid_120.wav")  # fileid_12 must not match fileid_120
     (noisy / "readme.txt").write_text("not audio")
-    pairs = {p.noisy.stem: p for p in pair_files(noisy, clean)}
+    pairs = {p.noisy.stem: p for p in pair_folders(noisy, clean)}
     assert set(pairs) == {
         "p232_001",
         "p257_010",
@@ -68,7 +69,7 @@ def test_pairs_enhanced_outputs_and_exclusions(tmp_path: Path) -> None:
         touch_wav(noisy / f"{stem}.wav")
     touch_wav(enhanced / "a_fileid_1.wav")
     touch_wav(enhanced / "enhanced_fileid_2.wav")  # another system's naming, matched by the DNS id
-    pairs = pair_files(noisy, enhanced_dir=enhanced, exclude=["p232_001"])
+    pairs = pair_folders(noisy, enhanced_dir=enhanced, exclude=["p232_001"])
     assert [(p.noisy.stem, p.enhanced.name if p.enhanced else None) for p in pairs] == [
         ("a_fileid_1", "a_fileid_1.wav"),
         ("a_fileid_2", "enhanced_fileid_2.wav"),
@@ -80,7 +81,7 @@ def test_ambiguous_dns_ids_match_nothing(tmp_path: Path) -> None:
     touch_wav(noisy / "x_fileid_5.wav")
     touch_wav(clean / "clean_fileid_5.wav")
     touch_wav(clean / "other_fileid_5.wav")
-    assert pair_files(noisy, clean)[0].clean is None
+    assert pair_folders(noisy, clean)[0].clean is None
 
 
 # ------------------------------------------------------------------------------------------- summary
@@ -293,3 +294,31 @@ def test_paired_difference(folder_result, tmp_path: Path) -> None:
     evaluate.write_csv(tmp_path / "per_file.csv", rows)
     diff = evaluate.paired_difference(out, tmp_path, ["enhanced_pesq"])[0]
     assert diff.n == 2 and diff.mean == pytest.approx(0.25, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def test_log_spectrogram_puts_a_tone_in_its_bin() -> None:
+    from denoise.plots import log_spectrogram
+
+    sr, n_fft, hop = 16000, 512, 128
+    t = np.arange(sr) / sr
+    spec = log_spectrogram(np.sin(2 * np.pi * 1000.0 * t), n_fft, hop)
+    assert spec.shape == (n_fft // 2 + 1, 1 + sr // hop)  # centred frames, like torch.stft(center=True)
+    assert int(np.argmax(spec[:, spec.shape[1] // 2])) == round(1000.0 * n_fft / sr)  # bin 32
+
+
+def test_spectrogram_figure_shows_the_full_band_of_the_files_rate(tmp_path) -> None:
+    from denoise.plots import frame_sizes, save_png, spectrogram_figure
+
+    x = np.random.default_rng(0).standard_normal(48000).astype(np.float32)
+    fig = spectrogram_figure({"noisy": x, "enhanced": 0.1 * x}, 48000, "full band")
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in panels] == ["noisy", "enhanced"]
+    assert panels[0].get_ylim()[1] == pytest.approx(24.0, abs=0.1)  # kHz: the 48 kHz file's Nyquist
+    assert frame_sizes(16000) == (512, 128) and frame_sizes(48000) == (2048, 512)
+    png = save_png(fig, tmp_path / "fig.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no signals"):
+        spectrogram_figure({}, 16000)

@@ -11,13 +11,7 @@ from tests.conftest import shared_path
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path / "store"))
-    monkeypatch.setenv("DENOISE_WEIGHTS_MIRROR", str(shared_path("weights")))
-
-
-def test_export_then_quantize_commands(store, tmp_path, capsys) -> None:
+def test_export_then_quantize_commands(weights_mirror, tmp_path, capsys) -> None:
     from denoise.cli import main
     from denoise.export import read_metadata
 
@@ -37,9 +31,26 @@ def test_export_then_quantize_commands(store, tmp_path, capsys) -> None:
     assert rc == 0 and read_metadata(tmp_path / "h.onnx").precision == "fp16"
 
 
-def test_quantize_refuses_a_foreign_graph(store, tmp_path, capsys) -> None:
+def test_quantize_refuses_a_foreign_graph(tmp_path, capsys) -> None:
     from denoise.cli import main
 
     foreign = shared_path("weights", "gtcrn_simple_stream.onnx")  # no denoise metadata
     assert main(["quantize", str(foreign), "--output", str(tmp_path / "x.onnx")]) == 2
     assert "no 'denoise' metadata" in capsys.readouterr().err
+
+
+def test_model_and_backend_choices_come_from_the_registries() -> None:
+    """Every command's --model / --backend lists are the spec and backend registries, not copies."""
+    import argparse
+
+    from denoise.backends import BACKENDS
+    from denoise.commands import bench, engine_options, export_onnx
+    from denoise_models.spec import SPECS
+
+    for add in (bench.add_arguments, engine_options.add_engine_arguments, export_onnx.add_arguments):
+        parser = argparse.ArgumentParser()
+        add(parser)
+        actions = {a.dest: a for a in parser._actions}
+        assert list(actions["model"].choices) == list(SPECS), add.__module__
+        if "backend" in actions:
+            assert list(actions["backend"].choices) == list(BACKENDS), add.__module__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from denoise import losses as L
+from denoise.finetune import losses as L
 
 SR = 16000
 
@@ -44,19 +44,28 @@ def _frcrn_spec(wav: torch.Tensor) -> torch.Tensor:
 
 def test_si_snr_perfect_estimate_is_the_optimum() -> None:
     clean = _speechlike()
-    perfect = L.si_snr(clean, clean)
+    perfect = L.si_snr(estimate=clean, reference=clean)
     assert torch.all(perfect > 60.0)  # finite (eps-bounded), far above any real estimate
     for noisy in (clean + 0.1 * _noise(), clean + _noise(), 0.5 * clean + _noise()):
-        assert torch.all(L.si_snr(noisy, clean) < perfect - 20.0)
-    assert L.si_snr_loss(clean, clean) == -perfect.mean()
+        assert torch.all(L.si_snr(estimate=noisy, reference=clean) < perfect - 20.0)
+    assert L.si_snr_loss(estimate=clean, reference=clean) == -perfect.mean()
+
+
+def test_si_snr_takes_keywords_only() -> None:
+    """One signature project-wide (denoise.metrics too): the order of two arrays is never a question."""
+    clean, est = _speechlike(), _speechlike() + _noise()
+    with pytest.raises(TypeError):
+        L.si_snr(est, clean)
+    with pytest.raises(TypeError):
+        L.si_snr_loss(est, clean)
 
 
 def test_si_snr_is_scale_invariant() -> None:
     clean, est = _speechlike(), _speechlike() + _noise()
-    base = L.si_snr(est, clean)
+    base = L.si_snr(estimate=est, reference=clean)
     for gain in (0.01, 0.5, 7.0, -2.0):  # far below 0.01 the eps terms start to show
-        torch.testing.assert_close(L.si_snr(gain * est, clean), base, atol=1e-3, rtol=0)
-        torch.testing.assert_close(L.si_snr(est, gain * clean), base, atol=1e-3, rtol=0)
+        torch.testing.assert_close(L.si_snr(estimate=gain * est, reference=clean), base, atol=1e-3, rtol=0)
+        torch.testing.assert_close(L.si_snr(estimate=est, reference=gain * clean), base, atol=1e-3, rtol=0)
 
 
 def test_si_snr_matches_its_definition_and_trims_lengths() -> None:
@@ -66,9 +75,9 @@ def test_si_snr_matches_its_definition_and_trims_lengths() -> None:
     c = clean - clean.mean()
     proj = (est - est.mean()) @ c.T / (c @ c.T) * c
     expected = 10 * torch.log10(proj.pow(2).sum() / ((est - est.mean()) - proj).pow(2).sum())
-    torch.testing.assert_close(L.si_snr(est, clean)[0], expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(L.si_snr(estimate=est, reference=clean)[0], expected, atol=1e-3, rtol=0)
     # an iSTFT that returns fewer samples is compared on the common span
-    assert L.si_snr(est[:, :-100], clean).shape == (1,)
+    assert L.si_snr(estimate=est[:, :-100], reference=clean).shape == (1,)
 
 
 # ---------------------------------------------------------------------------------- spectral
@@ -164,7 +173,7 @@ def test_gradients_flow_through_every_loss() -> None:
     wav = noisy.clone().requires_grad_(True)
     spec = Y.clone().requires_grad_(True)
     losses = {
-        "si_snr": L.si_snr_loss(wav, clean),
+        "si_snr": L.si_snr_loss(estimate=wav, reference=clean),
         "log_mag": L.log_magnitude_loss(spec, S),
         "cirm": L.cirm_loss(mask, L.ideal_cirm(S, Y)),
         "mix": L.frcrn_mix_loss(wav, mask, clean, S, Y)["loss"],
@@ -183,4 +192,4 @@ def test_gradients_flow_through_every_loss() -> None:
 def test_loss_stays_float32_under_half_inputs() -> None:
     clean = _speechlike()
     est = (clean + _noise()).half()
-    assert L.si_snr(est, clean).dtype == torch.float32
+    assert L.si_snr(estimate=est, reference=clean).dtype == torch.float32

@@ -53,48 +53,57 @@ def test_si_snr_closed_form(gain: float, noise_amp: float, expected_db: float) -
     # est = g·s + a·n with s ⟂ n and equal power: the projection is exactly g·s, SI-SNR = 20·log10(g / a).
     s, n = tone(440.0), tone(1000.0)
     assert abs(np.dot(s, n)) < 1e-8  # the construction really is orthogonal
-    assert metrics.si_snr(s, gain * s + noise_amp * n) == pytest.approx(expected_db, abs=1e-6)
+    assert metrics.si_snr(reference=s, estimate=gain * s + noise_amp * n) == pytest.approx(
+        expected_db, abs=1e-6
+    )
 
 
 def test_si_snr_unequal_power_closed_form() -> None:
     # Reference 0.2·sin(440), interferer 0.05·sin(3000) -> 20·log10(0.2 / 0.05) = 12.0412 dB.
     s, n = 0.2 * tone(440.0), 0.05 * tone(3000.0)
-    assert metrics.si_snr(s, s + n) == pytest.approx(20 * math.log10(4), abs=1e-6)
+    assert metrics.si_snr(reference=s, estimate=s + n) == pytest.approx(20 * math.log10(4), abs=1e-6)
 
 
 def test_si_snr_is_scale_invariant() -> None:
     rng = np.random.default_rng(1)
     s = rng.standard_normal(16000)
     est = s + 0.3 * rng.standard_normal(16000)
-    base = metrics.si_snr(s, est)
+    base = metrics.si_snr(reference=s, estimate=est)
     for k in (1e-3, 0.5, 7.0, -1.0):  # gain and sign flip of the estimate
-        assert metrics.si_snr(s, k * est) == pytest.approx(base, abs=1e-9)
+        assert metrics.si_snr(reference=s, estimate=k * est) == pytest.approx(base, abs=1e-9)
     # scaling the reference does not matter either, nor does a DC offset (both are made zero-mean)
-    assert metrics.si_snr(4.0 * s, est) == pytest.approx(base, abs=1e-9)
-    assert metrics.si_snr(s, est + 0.25) == pytest.approx(
-        metrics.si_snr(s - s.mean(), est - est.mean()), abs=1e-9
+    assert metrics.si_snr(reference=4.0 * s, estimate=est) == pytest.approx(base, abs=1e-9)
+    assert metrics.si_snr(reference=s, estimate=est + 0.25) == pytest.approx(
+        metrics.si_snr(reference=s - s.mean(), estimate=est - est.mean()), abs=1e-9
     )
 
 
 def test_si_snr_extremes_and_errors() -> None:
     s = tone(440.0)
-    assert metrics.si_snr(s, -2.0 * s) == math.inf
+    assert metrics.si_snr(reference=s, estimate=-2.0 * s) == math.inf
     with pytest.raises(metrics.MetricUnavailable, match="silent"):
-        metrics.si_snr(np.zeros(1000), s[:1000])
+        metrics.si_snr(reference=np.zeros(1000), estimate=s[:1000])
     with pytest.raises(metrics.MetricUnavailable, match="silent"):
-        metrics.si_snr(s, np.full_like(s, 0.3))
+        metrics.si_snr(reference=s, estimate=np.full_like(s, 0.3))
     with pytest.raises(ValueError, match="shape"):
-        metrics.si_snr(np.zeros((2, 100)), np.zeros((2, 100)))
+        metrics.si_snr(reference=np.zeros((2, 100)), estimate=np.zeros((2, 100)))
+
+
+def test_si_snr_takes_keywords_only() -> None:
+    # SI-SNR is not symmetric and the two orders were once both in use: positional calls are refused
+    s = tone(440.0)
+    with pytest.raises(TypeError):
+        metrics.si_snr(s, s)  # type: ignore[misc]
 
 
 def test_si_snr_aligns_lengths_and_rates() -> None:
     s, n = tone(440.0), tone(1000.0)
     est = s + 0.1 * n
     longer = np.concatenate([est, np.zeros(321)])  # trailing samples beyond the reference are ignored
-    assert metrics.si_snr(s, longer) == pytest.approx(20.0, abs=1e-6)
+    assert metrics.si_snr(reference=s, estimate=longer) == pytest.approx(20.0, abs=1e-6)
     # the same estimate delivered at 48 kHz is resampled to 16 kHz first
     est_48k = resample(est.astype(np.float32), SR, 48000)
-    assert metrics.si_snr(s, est_48k, est_sr=48000) == pytest.approx(20.0, abs=0.1)
+    assert metrics.si_snr(reference=s, estimate=est_48k, est_sr=48000) == pytest.approx(20.0, abs=0.1)
 
 
 def test_si_snr_improvement_known_value() -> None:

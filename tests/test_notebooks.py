@@ -69,6 +69,22 @@ def test_opens_as_a_tutorial(path: Path) -> None:
     assert "from denoise" in code or "from model" in code  # it calls the library, not a copy of it
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_is_one_call(path: Path) -> None:
+    """One setup helper (denoise.tutorial) instead of a copied cell: found data, mirror, results folder."""
+    code = [c.source for c in _read(path).cells if c.cell_type == "code"]
+    setup = [src for src in code if "notebook_setup(" in src]
+    assert len(setup) == 1 and f'notebook_setup("{path.stem}", OUT_DIR)' in setup[0]
+    assert not any('environ.get("DENOISE_SHARED"' in src for src in code), "the look-up was copied again"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_hooks_into_network_internals(path: Path) -> None:
+    """Notebooks are thin clients of the public API: masks come from ``forward_outputs``, not forward hooks."""
+    code = "\n".join(c.source for c in _read(path).cells if c.cell_type == "code")
+    assert "register_forward" not in code
+
+
 @pytest.fixture(scope="module")
 def notebook_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shared = shared_path()

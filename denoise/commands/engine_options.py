@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from denoise.backends import BACKENDS
 from denoise.engine import DenoiserConfig, resolve_arch
+from denoise_models.spec import SPECS
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +15,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         "-m",
-        choices=["frcrn", "gtcrn"],
+        choices=list(SPECS),
         default=None,
         help="frcrn (best quality; default) or gtcrn (light, real-time on CPU); default: the weights' own",
     )
@@ -26,9 +28,14 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 … (default: auto)"
     )
-    # not a fixed list: any backend registered in denoise.backends.BACKENDS
-    g.add_argument("--backend", default="torch", help="inference backend: torch, onnx, … (default: torch)")
-    g.add_argument("--onnx-path", default=None, help="exported .onnx graph for --backend onnx")
+    g.add_argument(
+        "--backend", choices=list(BACKENDS), default="torch", help="inference backend (default: torch)"
+    )
+    g.add_argument(
+        "--onnx-path",
+        default=None,
+        help="exported .onnx graph for --backend onnx (default: the cached export of --weights, made once)",
+    )
     g.add_argument(
         "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on CUDA)"
     )
@@ -64,11 +71,18 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace) -> DenoiserConfig:
     """The :class:`DenoiserConfig` the options describe (architecture inferred from the weights if needed)."""
+    arch = resolve_arch(args.model, args.weights)
+    onnx_path = args.onnx_path
+    if args.backend == "onnx" and onnx_path is None:
+        # backends run a given graph; finding (or making, once) the cached export happens here
+        from denoise.export import ensure_onnx
+
+        onnx_path = str(ensure_onnx(arch, args.weights))
     return DenoiserConfig(
-        model=resolve_arch(args.model, args.weights),
+        model=arch,
         weights=args.weights,
         backend=args.backend,
-        onnx_path=args.onnx_path,
+        onnx_path=onnx_path,
         device=args.device,
         precision=args.precision,
         threads=args.threads,

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from denoise_models.atomic import atomic_output
+from denoise_models.spec import SPECS
+
 HELP = (
     "Export FRCRN or GTCRN to ONNX (opset 17, dynamic batch and time axes, metadata embedded, checked with "
     "onnx.checker), then compare it with the torch network on real speech (max abs error, SI-SNR) and on a "
@@ -16,7 +19,7 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", choices=["frcrn", "gtcrn"], required=True, help="architecture to export")
+    p.add_argument("--model", "-m", choices=list(SPECS), required=True, help="architecture to export")
     p.add_argument(
         "--weights", "-w", default="default", help="weights name or checkpoint file (default: the model's)"
     )
@@ -37,7 +40,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 def report(path: Path, weights: str | None, args: argparse.Namespace) -> int:
     """Run the parity report for ``path``, print it and write ``<path>.parity.json``; 0 on success."""
-    from denoise.export import QUALITY_PAIRS, parity_report, read_metadata
+    from denoise.onnx_metadata import read_metadata
+    from denoise.parity import QUALITY_PAIRS, parity_report
 
     if args.no_parity:
         return 0
@@ -50,12 +54,19 @@ def report(path: Path, weights: str | None, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
+    from denoise.tutorial import shared_dir
+
     rep = parity_report(
-        path, weights, quality_pairs=None if args.no_quality else QUALITY_PAIRS, threads=args.threads
+        path,
+        weights,
+        shared=shared_dir(),
+        quality_pairs=None if args.no_quality else QUALITY_PAIRS,
+        threads=args.threads,
     )
     print(rep.as_text())
     out = path.with_name(path.name + ".parity.json")
-    out.write_text(json.dumps(rep.as_dict(), indent=2, default=float) + "\n")
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(rep.as_dict(), indent=2, default=float) + "\n")
     print(f"parity report: {out}")
     return 0
 

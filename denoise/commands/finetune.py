@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shutil
 import sys
@@ -47,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_config(args: argparse.Namespace):
     """The config file with the command-line overrides applied (raises ConfigError on a bad value)."""
-    from denoise.train_config import FinetuneConfig
+    from denoise.finetune.config import FinetuneConfig
 
     cfg = FinetuneConfig.load(args.config)
     shortcuts = {
@@ -71,7 +70,7 @@ def load_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from denoise.train_config import ConfigError
+    from denoise.finetune.config import ConfigError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -79,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"finetune: {err}", file=sys.stderr)
         return 2
-    from denoise.train import Trainer
+    from denoise.finetune.trainer import Trainer
     from denoise_models.weights import WeightsError
 
     run_dir = Path(cfg.output.run_dir)
@@ -95,15 +94,10 @@ def main(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(
-        f"starting checkpoint: {_scores(result.baseline)}\n"
-        f"best (epoch {result.best_epoch}): {_scores(result.best)}"
+        f"starting checkpoint: validation {result.baseline}\n"
+        f"best (epoch {result.best_epoch}): validation {result.best}"
         f"{'' if result.improved else '  <- the starting checkpoint itself: no improvement'}\n"
         f"exported: {result.best_path}"
         + (f"\nregistered as: {result.registered_as}" if result.registered_as else "")
     )
     return 0
-
-
-def _scores(scores) -> str:
-    pesq = f"{scores.pesq:.3f}" if math.isfinite(scores.pesq) else "n/a"
-    return f"validation SI-SNR {scores.si_snr:.2f} dB, PESQ-WB {pesq}"

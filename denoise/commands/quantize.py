@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from denoise.export import quantize_onnx, read_metadata
+    from denoise.export import quantize_onnx
+    from denoise.onnx_metadata import read_metadata
     from denoise_models import manifest
 
     src = Path(args.input)

@@ -10,7 +10,8 @@ Conventions
   too much in half precision.
 
 What is here
-- :func:`si_snr` / :func:`si_snr_loss`: scale-invariant SNR (dB) and its negative mean.
+- :func:`si_snr` / :func:`si_snr_loss`: scale-invariant SNR (dB) and its negative mean; keyword-only
+  ``estimate=`` / ``reference=``, the signature :func:`denoise.metrics.si_snr` shares.
 - :func:`log_magnitude_loss`: MSE of ``log1p(|X|)`` (the seed articles' "LogMag").
 - :func:`ideal_cirm` / :func:`cirm_loss`: the ideal complex ratio mask exactly as FRCRN's trainer
   computes it, and the MSE of a predicted mask against it.
@@ -73,7 +74,7 @@ def complex_multiply(a: Tensor, b: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------ SI-SNR
 
 
-def si_snr(estimate: Tensor, reference: Tensor, *, zero_mean: bool = True, eps: float = EPS) -> Tensor:
+def si_snr(*, estimate: Tensor, reference: Tensor, zero_mean: bool = True, eps: float = EPS) -> Tensor:
     """Scale-invariant SNR in dB per item: ``[B, T]`` x ``[B, T]`` -> ``[B]``.
 
     ``10 log10(|s_t|² / (|e|² + eps) + eps)`` with ``s_t = <ŝ, s> s / (|s|² + eps)`` and ``e = ŝ - s_t``:
@@ -93,9 +94,9 @@ def si_snr(estimate: Tensor, reference: Tensor, *, zero_mean: bool = True, eps: 
     return 10.0 * torch.log10(ratio + eps)
 
 
-def si_snr_loss(estimate: Tensor, reference: Tensor, *, zero_mean: bool = True) -> Tensor:
+def si_snr_loss(*, estimate: Tensor, reference: Tensor, zero_mean: bool = True) -> Tensor:
     """Negative mean SI-SNR (dB) of a batch ``[B, T]``: lower is better; scalar."""
-    return -si_snr(estimate, reference, zero_mean=zero_mean).mean()
+    return -si_snr(estimate=estimate, reference=reference, zero_mean=zero_mean).mean()
 
 
 # --------------------------------------------------------------------------------- spectral losses
@@ -173,7 +174,7 @@ def frcrn_mix_loss(
     mask = estimate_mask.float()
     amp = scale * F.mse_loss(mask[..., 0], ideal[..., 0])
     phase = scale * F.mse_loss(mask[..., 1], ideal[..., 1])
-    sisnr = si_snr(estimate_wav, clean_wav, zero_mean=False).mean()
+    sisnr = si_snr(estimate=estimate_wav, reference=clean_wav, zero_mean=False).mean()
     return {
         "loss": amp + phase - sisnr,
         "sisnr": sisnr.detach(),
@@ -209,7 +210,7 @@ def gtcrn_hybrid_loss(
     comp_ref = clean_spec / mag_ref.pow(1.0 - power).unsqueeze(-1)
     ri = F.mse_loss(comp_est[..., 0], comp_ref[..., 0]) + F.mse_loss(comp_est[..., 1], comp_ref[..., 1])
     mag = F.mse_loss(mag_est.pow(power), mag_ref.pow(power))
-    sisnr = si_snr(estimate_wav, clean_wav, zero_mean=False).mean()
+    sisnr = si_snr(estimate=estimate_wav, reference=clean_wav, zero_mean=False).mean()
     total = weight_ri * ri + weight_mag * mag - sisnr / 10.0
     return {"loss": total, "sisnr": sisnr.detach(), "ri_loss": ri.detach(), "mag_loss": mag.detach()}
 
@@ -240,7 +241,7 @@ def composite_loss(
         ``loss`` plus ``log_mag``, ``cirm`` and ``sisnr`` (dB, higher is better).
     """
     log_mag = log_magnitude_loss(estimate_spec, clean_spec)
-    sisnr = si_snr(estimate_wav, clean_wav).mean()
+    sisnr = si_snr(estimate=estimate_wav, reference=clean_wav).mean()
     total = alpha * log_mag - gamma * sisnr
     terms: LossTerms = {"log_mag": log_mag.detach(), "sisnr": sisnr.detach()}
     if beta:

@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-ARCHS = ("frcrn", "gtcrn")
+from denoise_models.spec import SPECS
+
+ARCHS = tuple(SPECS)
+AMP_DTYPES = ("auto", "bf16", "fp16")
 FREEZE_POLICIES = ("none", "encoders", "backbone")
-LOSSES = ("native", "frcrn_mix", "gtcrn_hybrid", "composite", "si_snr")
+# A network's own loss needs that network's outputs: loss kind -> the architecture it belongs to.
+NATIVE_LOSSES = {spec.native_loss: spec.name for spec in SPECS.values()}
+LOSSES = ("native", *NATIVE_LOSSES, "composite", "si_snr")
 
 
 class ConfigError(ValueError):
@@ -66,7 +71,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """The training objective (see ``denoise/losses.py``)."""
+    """The training objective (see ``denoise/finetune/losses.py``)."""
 
     # native: the network's own training loss (FRCRN: ModelScope "Mix"; GTCRN: its HybridLoss) - the
     # safest choice for fine-tuning, because the checkpoint sits at an optimum of exactly that loss.
@@ -88,6 +93,8 @@ class OptimConfig:
     epochs: int = 20
     max_steps: int = 0  # stop after this many optimiser steps in total (0 = no limit)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    # auto: bf16 where the GPU supports it (Ampere and later), else fp16 with a gradient scaler.
+    amp_dtype: str = "auto"
     # ReduceLROnPlateau on validation SI-SNR; ModelScope uses factor 0.98, patience 2 over 200 epochs,
     # far gentler than a short fine-tune needs.
     plateau_factor: float = 0.5
@@ -102,6 +109,7 @@ class OutputConfig:
 
     run_dir: str = "runs/finetune"
     checkpoint_every: int = 200  # steps between resume checkpoints: a crash loses at most this many
+    register: bool = True  # register the exported model in the local weights store
     register_as: str = ""  # name in the local weights store; empty = "<arch>_ft_<run folder name>"
     # Register even when fine-tuning did not beat the starting checkpoint (the exported file is then
     # the starting checkpoint itself, so nothing worse can be installed by accident).
@@ -189,12 +197,12 @@ class FinetuneConfig:
         _choice("model.freeze", m.freeze, FREEZE_POLICIES)
         _choice("data.kind", d.kind, ("mix", "paired"))
         _choice("loss.kind", self.loss.kind, LOSSES)
-        if self.loss.kind == "frcrn_mix" and m.arch != "frcrn":
+        _choice("optim.amp_dtype", o.amp_dtype, AMP_DTYPES)
+        owner = NATIVE_LOSSES.get(self.loss.kind, m.arch)
+        if owner != m.arch:
             raise ConfigError(
-                "loss.kind 'frcrn_mix' needs FRCRN's two-stage outputs; use model.arch = 'frcrn'"
+                f"loss.kind {self.loss.kind!r} is {owner.upper()}'s own loss; use model.arch = {owner!r}"
             )
-        if self.loss.kind == "gtcrn_hybrid" and m.arch != "gtcrn":
-            raise ConfigError("loss.kind 'gtcrn_hybrid' is GTCRN's loss; use model.arch = 'gtcrn'")
         for name, pair in (("data.snr_db", d.snr_db), ("data.level_dbfs", d.level_dbfs)):
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise ConfigError(f"{name} must be [low, high] with low <= high, got {pair}")

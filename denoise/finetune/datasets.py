@@ -8,6 +8,8 @@ Design
   of an epoch sees exactly the batches it would have seen.
 - Audio of any rate and channel count is mixed to mono and resampled to 16 kHz (soxr, through
   :func:`denoise.audio.resample`).
+- Folders are walked and noisy/clean files paired by :mod:`denoise.pairing`, the rule ``denoise eval``
+  uses too.
 - A file that cannot be read is skipped with a warning (logged once), at indexing time or when an
   item first touches it; the item then draws another file.
 - Validation is held out by clean-speech *file* and by *time* in every noise file (the last
@@ -17,24 +19,28 @@ Design
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from denoise.audio import AudioError, is_audio_path, resample
+from denoise.audio import AudioError, resample
+from denoise.finetune.config import FinetuneConfig
+from denoise.pairing import audio_files, pair_folders
+from denoise_models.spec import SPECS
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # Hz: both networks work at 16 kHz
+# Hz: the datasets serve every architecture at its one rate (a network at another rate would make this
+# a parameter of the datasets).
+(SAMPLE_RATE,) = {spec.sample_rate for spec in SPECS.values()}
 _RETRIES = 20  # other files an item may draw before giving up (all bad = a configuration problem)
 
 
@@ -57,25 +63,6 @@ class AudioEntry:
     def samples_16k(self) -> int:
         """Length after resampling to 16 kHz, in samples."""
         return int(self.frames * SAMPLE_RATE // self.sample_rate)
-
-
-def list_audio(folder: str | Path, patterns: Sequence[str] = ()) -> list[Path]:
-    """Audio files under ``folder`` (recursive, sorted), optionally only those matching ``patterns``.
-
-    ``patterns`` are names or globs relative to ``folder`` (e.g. ``"fan_*.wav"``, ``"kitchen/*"``).
-
-    Raises:
-        FileNotFoundError: ``folder`` does not exist.
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p))
-    if patterns:
-        files = [
-            p for p in files if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in patterns)
-        ]
-    return files
 
 
 def index_audio(paths: Sequence[Path], *, what: str = "audio", min_seconds: float = 0.05) -> list[AudioEntry]:
@@ -376,70 +363,77 @@ class PairedDataset(_EpochDataset):
 
 
 def match_pairs(noisy_dir: str | Path, clean_dir: str | Path) -> list[tuple[AudioEntry, AudioEntry]]:
-    """Pair the files of two folders by relative path, falling back to the file stem.
+    """Indexed ``(noisy, clean)`` pairs of two folders by :func:`denoise.pairing.pair_folders` (recursive).
 
-    Unmatched noisy files and unreadable files are reported with a warning and left out.
+    Noisy files without a clean partner and unreadable files are reported with a warning and left out.
     """
-    noisy_root, clean_root = Path(noisy_dir).expanduser(), Path(clean_dir).expanduser()
-    clean_entries = index_audio(list_audio(clean_root), what="clean")
-    by_rel = {e.path.relative_to(clean_root).with_suffix("").as_posix(): e for e in clean_entries}
-    by_stem: dict[str, AudioEntry | None] = {}
-    for e in clean_entries:  # an ambiguous stem (same name in two sub-folders) is not used
-        by_stem[e.path.stem] = None if e.path.stem in by_stem else e
-    pairs: list[tuple[AudioEntry, AudioEntry]] = []
-    unmatched: list[str] = []
-    for noisy in index_audio(list_audio(noisy_root), what="noisy"):
-        rel = noisy.path.relative_to(noisy_root).with_suffix("").as_posix()
-        clean = by_rel.get(rel) or by_stem.get(noisy.path.stem)
-        if clean is None:
-            unmatched.append(noisy.path.name)
-        else:
-            pairs.append((noisy, clean))
+    pairs = pair_folders(noisy_dir, clean_dir, recursive=True)
+    unmatched = [p.noisy.name for p in pairs if p.clean is None]
     if unmatched:
         shown = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
         log.warning(
             "%d noisy file(s) have no clean partner in %s and are skipped: %s",
             len(unmatched),
-            clean_root,
+            clean_dir,
             shown,
         )
-    return pairs
+    matched = [p for p in pairs if p.clean is not None]
+    noisy = {e.path: e for e in index_audio([p.noisy for p in matched], what="noisy")}
+    clean = {e.path: e for e in index_audio([p.clean for p in matched], what="clean")}
+    return [(noisy[p.noisy], clean[p.clean]) for p in matched if p.noisy in noisy and p.clean in clean]
 
 
-# --------------------------------------------------------------------------------------- sampler
+def build_datasets(cfg: FinetuneConfig, hop: int) -> tuple[_EpochDataset, _EpochDataset]:
+    """Training dataset (changes each epoch) and fixed validation dataset, from ``cfg.data``.
 
-
-class ResumableSampler(Sampler[int]):
-    """Distributed, seeded, resumable index sampler.
-
-    Like ``torch.utils.data.DistributedSampler`` (each of ``world`` processes gets a disjoint, equally
-    long share of a per-epoch permutation seeded by ``seed + epoch``), plus :meth:`skip` so that a run
-    resumed in the middle of an epoch continues with the very next batch.
+    Segments are whole multiples of ``hop``: both networks then return exactly as many samples as
+    they were given.
     """
+    d = cfg.data
+    segment = segment_length(d.segment_seconds, hop)
+    val_segment = segment_length(d.val_segment_seconds, hop)
+    if d.kind == "paired":
+        return _paired_datasets(cfg, segment, val_segment)
+    clean = index_audio(audio_files(d.clean_dir, recursive=True), what="clean speech")
+    noise = index_audio(audio_files(d.noise_dir, recursive=True, patterns=d.noise_files), what="noise")
+    if not noise:
+        raise FileNotFoundError(
+            f"no usable noise files in {d.noise_dir} (patterns: {d.noise_files or 'all'})"
+        )
+    rirs = index_audio(audio_files(d.rir_dir, recursive=True), what="RIR") if d.rir_dir else []
+    train_clean, val_clean = split_files(clean, d.val_fraction)
+    split = 1.0 - d.val_fraction
+    common = dict(
+        snr_db=tuple(d.snr_db), level_dbfs=tuple(d.level_dbfs), rirs=rirs, rir_probability=d.rir_probability
+    )
+    train = MixingDataset(
+        train_clean, noise, segment=segment, items=d.items_per_epoch, seed=cfg.seed, noise_span=(0.0, split),
+        **common,
+    )  # fmt: skip
+    val = MixingDataset(
+        val_clean, noise, segment=val_segment, items=d.val_items, seed=cfg.seed + 7919,
+        noise_span=(split, 1.0), fixed=True, **common,
+    )  # fmt: skip
+    return train, val
 
-    def __init__(
-        self, size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1
-    ) -> None:
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside world of {world}")
-        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
-        self.per_rank = -(-size // world)
-        self.epoch = 0
-        self.start = 0
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch's permutation; ``skip`` = indices of this rank's share already consumed."""
-        self.epoch, self.start = int(epoch), int(skip)
-
-    def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=gen).tolist()
-        else:
-            order = list(range(self.size))
-        total = self.per_rank * self.world
-        order = (order * (-(-total // max(len(order), 1))))[:total]  # pad by wrapping, as torch does
-        return iter(order[self.rank : total : self.world][self.start :])
-
-    def __len__(self) -> int:
-        return max(self.per_rank - self.start, 0)
+def _paired_datasets(
+    cfg: FinetuneConfig, segment: int, val_segment: int
+) -> tuple[_EpochDataset, _EpochDataset]:
+    d = cfg.data
+    pairs = match_pairs(d.noisy_dir, d.clean_dir)
+    if d.val_noisy_dir:
+        val_pairs = match_pairs(d.val_noisy_dir, d.val_clean_dir or d.clean_dir)
+    else:
+        held = {e.path for e in split_files([p[0] for p in pairs], d.val_fraction)[1]}
+        val_pairs = [p for p in pairs if p[0].path in held]
+        pairs = [p for p in pairs if p[0].path not in held]
+    train = PairedDataset(pairs, segment=segment, items=d.items_per_epoch, seed=cfg.seed)
+    val = PairedDataset(
+        val_pairs,
+        segment=val_segment,
+        items=min(d.val_items, len(val_pairs)),
+        seed=cfg.seed + 7919,
+        fixed=True,
+    )
+    return train, val
