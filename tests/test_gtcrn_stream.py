@@ -212,7 +212,7 @@ def real_offline(real_backend: TorchBackend, real_clip: np.ndarray) -> np.ndarra
     "sizes",
     [
         [16_000],
-        [4_801, 333, 16_000, 1],
+        pytest.param([4_801, 333, 16_000, 1], marks=pytest.mark.slow),
         pytest.param([1_000], marks=pytest.mark.slow),
         pytest.param([255], marks=pytest.mark.slow),
     ],
