@@ -130,9 +130,9 @@ class TRA(nn.Module):
         ``state`` (``[1, B, 2C]``, None = zeros) is the GRU's hidden state after the frame before ``x``.
         """
         energy = x.pow(2).mean(dim=-1).transpose(1, 2)  # [B, T, C]
-        if state is None:  # offline: nn.GRU, bit-identical to the official code
-            att, state = self.att_gru(energy)
-        else:  # streaming: the stacked form is several times faster on a few frames
+        if state is None or energy.shape[1] > STACKED_MAX_STEPS:  # nn.GRU: offline, bit-identical
+            att, state = self.att_gru(energy, state)
+        else:  # streaming a few frames: stacked_gru is several times faster
             out, last = stacked_gru([(energy, self.att_gru, "")], state)
             att, state = out[0], last
         att = torch.sigmoid(self.att_fc(att))  # [B, T, C]
@@ -274,6 +274,11 @@ class GTConvBlock(nn.Module):
         return self.shuffle(h, x2), (history, tra_state)
 
 
+#: Up to this many steps, :func:`stacked_gru`'s Python loop beats ``nn.GRU`` on one small GRU (whose fixed
+#: per-call cost dominates on a frame or two); over longer sequences nn.GRU's native loop wins.
+STACKED_MAX_STEPS = 8
+
+
 def _gru_recurrence(gates_in: Tensor, w_hh: Tensor, b_hh: Tensor, h: Tensor) -> Tensor:
     """R independent GRU recurrences stepped side by side (nn.GRU's equations, gate order r, z, n).
 
@@ -384,13 +389,17 @@ class DPGRNN(nn.Module):
         batch = x.shape[0]
         x = x.permute(0, 2, 3, 1)  # [B, T, F, C]
 
-        stacked = state is not None  # streaming: small calls, where stacked GRUs are several times faster
-        intra, _ = self.intra_rnn(x.reshape(-1, self.width, self.hidden_size), stacked=stacked)  # [B*T, F, C]
+        # Streaming (state given): the intra path's four small GRUs are faster stacked at any batch; the
+        # inter path's two only over a few steps. Offline: nn.GRU throughout, bit-identical to the official code.
+        streaming = state is not None
+        intra, _ = self.intra_rnn(
+            x.reshape(-1, self.width, self.hidden_size), stacked=streaming
+        )  # [B*T, F, C]
         intra = self.intra_fc(intra).reshape(batch, -1, self.width, self.hidden_size)
         x = x + self.intra_ln(intra)
 
         seq = x.transpose(1, 2).reshape(batch * self.width, -1, self.hidden_size)  # [B*F, T, C]
-        inter, state = self.inter_rnn(seq, state, stacked=stacked)
+        inter, state = self.inter_rnn(seq, state, stacked=streaming and seq.shape[1] <= STACKED_MAX_STEPS)
         inter = self.inter_fc(inter).reshape(batch, self.width, -1, self.hidden_size)
         x = x + self.inter_ln(inter.transpose(1, 2))  # LayerNorm over (F, C) of each frame
         return x.permute(0, 3, 1, 2), state  # [B, C, T, F]
