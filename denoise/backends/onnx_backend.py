@@ -155,6 +155,7 @@ class OnnxBackend:
         # "onnx:cuda" / "onnx:cpu": the engine looks for "cuda" in the name to batch chunks on a GPU
         where = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.name = f"onnx:{where}" + ("" if self.meta.precision == "fp32" else f":{self.meta.precision}")
+        self.stateful = False  # an exported graph holds no state between calls
 
     def process(self, batch: np.ndarray) -> np.ndarray:
         """float32 ``[B, T]`` -> float32 ``[B, T]`` (zero-padded to the graph's hop, cropped back)."""
