@@ -22,12 +22,14 @@ def _gru_recurrence(gates_in: Tensor, w_hh: Tensor, b_hh: Tensor, h: Tensor) -> 
     ``b_hh`` ``[R, 1, 3H]``, ``h`` ``[R, N, H]`` -> every step's state ``[R, N, L, H]``.
     """
     hidden = w_hh.shape[1]
+    # Split once, outside the loop: every kernel call per step counts when a step is this small.
+    sizes = [2 * hidden, hidden]
+    (gi_rz, gi_n), (w_rz, w_n), (b_rz, b_n) = (t.split(sizes, dim=-1) for t in (gates_in, w_hh, b_hh))
     outs: list[Tensor] = []
-    for g in gates_in.unbind(0):
-        gh = torch.baddbmm(b_hh, h, w_hh)
-        rz = torch.sigmoid(g[..., : 2 * hidden] + gh[..., : 2 * hidden])
-        n = torch.tanh(torch.addcmul(g[..., 2 * hidden :], rz[..., :hidden], gh[..., 2 * hidden :]))
-        h = torch.addcmul(n, rz[..., hidden:], h - n)
+    for g_rz, g_n in zip(gi_rz.unbind(0), gi_n.unbind(0), strict=True):
+        r, z = torch.baddbmm(b_rz, h, w_rz).add_(g_rz).sigmoid_().split(hidden, dim=-1)
+        n = torch.addcmul(g_n, r, torch.baddbmm(b_n, h, w_n)).tanh_()
+        h = torch.addcmul(n, z, h - n)
         outs.append(h)
     return torch.stack(outs, dim=2)
 
