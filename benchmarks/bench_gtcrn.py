@@ -8,6 +8,12 @@ threads it adds up the threads' time, including OpenMP spin-waiting).
 
     python benchmarks/bench_gtcrn.py                 # 1 and 2 threads, random weights
     python benchmarks/bench_gtcrn.py --weights ../shared/weights/gtcrn_dns3_stream.tar --repeats 20
+    python benchmarks/bench_gtcrn.py --stateful --onnx ../shared/weights/gtcrn_simple_stream.onnx
+
+``--stateful`` measures the stateful stream (``TorchBackend.open_stream``) on one thread instead: CPU time per
+second of audio fed in chunks of 1 s and more, as a ratio to the offline forward on the same audio, and the
+cost of one 16 ms hop (256 samples in, 256 out: median, p99) beside the official streaming ONNX graph driven
+frame by frame (``--onnx``), all in one run.
 
 Weights do not change the cost of the network; they are accepted to benchmark exactly what ships.
 """
@@ -19,6 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from denoise_models.gtcrn import GTCRN
@@ -52,13 +59,88 @@ def time_forward(
     return wall, cpu
 
 
+def _hop_costs(process, audio: np.ndarray, hop: int) -> tuple[list[float], list[float]]:
+    """(CPU ms, wall ms) of ``process(block)`` for each ``hop``-sample block of ``audio`` in turn."""
+    cpu, wall = [], []
+    for start in range(0, audio.size - hop + 1, hop):
+        block = audio[start : start + hop]
+        t0, c0 = time.perf_counter(), time.process_time()
+        process(block)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return cpu, wall
+
+
+def stateful_report(weights: Path | None, onnx: Path | None, seconds: float, repeats: int) -> None:
+    """Print the "Stateful GTCRN" tables of docs/benchmarks.md (one thread, one run)."""
+    from denoise.backends.torch_backend import TorchBackend
+
+    torch.set_num_threads(1)
+    backend = TorchBackend("gtcrn", weights, device="cpu")
+    audio = make_input(seconds).numpy()
+    hop = backend.hop_length
+
+    def offline() -> None:
+        backend.process(audio)
+
+    def streamed(chunk: int) -> None:
+        stream = backend.open_stream(1)
+        for start in range(0, audio.shape[1], chunk):
+            stream.process(audio[:, start : start + chunk])
+        stream.flush()
+
+    def cpu_per_audio_second(fn) -> float:
+        fn()  # warm-up
+        runs = []
+        for _ in range(repeats):
+            start = time.process_time()
+            fn()
+            runs.append(time.process_time() - start)
+        return min(runs) / seconds * 1e3
+
+    print(
+        f"GTCRN stateful stream, torch {torch.__version__}, 1 thread, {seconds:g} s of audio, min of {repeats}"
+    )
+    base = cpu_per_audio_second(offline)
+    print("| feed | CPU ms per s of audio | vs offline forward |\n|---|---|---|")
+    print(f"| offline `TorchBackend.process` (whole signal) | {base:.1f} | 1.00 |")
+    for chunk_s in (1.0, 4.0, 10.0):
+        chunk = round(chunk_s * backend.sample_rate)
+        cost = cpu_per_audio_second(lambda c=chunk: streamed(c))
+        print(f"| `open_stream`, {chunk_s:g} s blocks | {cost:.1f} | {cost / base:.2f} |")
+
+    print(
+        "\n| per 16 ms hop (256 samples), 1 thread | CPU median ms | CPU p99 ms | wall median ms | wall p99 ms |"
+    )
+    print("|---|---|---|---|---|")
+    rows = {}
+    stream = backend.open_stream(1)
+    rows["torch `open_stream(1).process`"] = _hop_costs(lambda b: stream.process(b[None]), audio[0], hop)
+    if onnx is not None:
+        from denoise.backends.gtcrn_stream import GtcrnStreamBackend
+
+        streamer = GtcrnStreamBackend(onnx_path=onnx, threads=1).streamer()
+        rows["official streaming ONNX graph, frame by frame"] = _hop_costs(streamer.push, audio[0], hop)
+    for name, (cpu, wall) in rows.items():
+        cpu_ms, wall_ms = np.asarray(cpu[10:]), np.asarray(wall[10:])  # the first calls warm up
+        print(
+            f"| {name} | {np.median(cpu_ms):.2f} | {np.percentile(cpu_ms, 99):.2f} | "
+            f"{np.median(wall_ms):.2f} | {np.percentile(wall_ms, 99):.2f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (s), default 10")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per thread count")
     parser.add_argument("--weights", type=Path, help="optional official checkpoint ({'model': state_dict})")
+    parser.add_argument("--stateful", action="store_true", help="benchmark the stateful stream instead")
+    parser.add_argument("--onnx", type=Path, help="with --stateful: the official streaming graph to compare")
     args = parser.parse_args(argv)
+    if args.stateful:
+        stateful_report(args.weights, args.onnx, args.seconds, min(args.repeats, 3))
+        return 0
 
     net = GTCRN().eval()
     if args.weights is not None:

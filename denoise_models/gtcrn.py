@@ -19,7 +19,7 @@ Data flow of :meth:`GTCRN.forward_spec` (B = batch, T = frames, C = channels, F 
 Everything along time is causal (left padding only; uni-directional GRUs along time), so the
 network also runs on pieces of a signal with its state carried over (:meth:`GTCRN.stream_step` on STFT
 frames, :class:`GTCRNStream` on waveform blocks), and the pieces' output equals the whole-signal output.
-The layers are in :mod:`denoise_models.gtcrn_layers`.
+The layers are in :mod:`denoise_models.gtcrn_layers` and :mod:`denoise_models.gtcrn_rnn`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from denoise_models.gtcrn_layers import (
-    DPGRNN,
     ERB,
     SFE,
     BlockStates,
@@ -42,6 +41,7 @@ from denoise_models.gtcrn_layers import (
     conv_transpose_as_conv,
     erb_filterbank,
 )
+from denoise_models.gtcrn_rnn import DPGRNN
 
 # The layers are re-exported: they are part of this module's public surface (tests, export).
 __all__ = [

@@ -1,4 +1,4 @@
-"""GTCRN's layers: ERB band merge/split, subband features, GT-conv blocks, grouped dual-path GRUs.
+"""GTCRN's layers: ERB band merge/split, subband features, GT-conv blocks, encoder and decoder.
 
 Module and parameter names follow the official code exactly (see :mod:`denoise_models.gtcrn`, which
 assembles them). Layers that look back in time take an optional state and return their new one, so
@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from denoise_models.gtcrn_rnn import STACKED_MAX_STEPS, stacked_gru
 
 # --------------------------------------------------------------------------- ERB filterbank
 
@@ -130,7 +132,11 @@ class TRA(nn.Module):
         ``state`` (``[1, B, 2C]``, None = zeros) is the GRU's hidden state after the frame before ``x``.
         """
         energy = x.pow(2).mean(dim=-1).transpose(1, 2)  # [B, T, C]
-        att, state = self.att_gru(energy, state)
+        if state is None or energy.shape[1] > STACKED_MAX_STEPS:  # nn.GRU: offline, bit-identical
+            att, state = self.att_gru(energy, state)
+        else:  # streaming a few frames: stacked_gru is several times faster
+            out, last = stacked_gru([(energy, self.att_gru, "")], state)
+            att, state = out[0], last
         att = torch.sigmoid(self.att_fc(att))  # [B, T, C]
         return x * att.transpose(1, 2).unsqueeze(-1), state
 
@@ -268,74 +274,6 @@ class GTConvBlock(nn.Module):
             self.point_bn2(self._conv(self.point_conv2, h)), None if state is None else state[1]
         )
         return self.shuffle(h, x2), (history, tra_state)
-
-
-class GRNN(nn.Module):
-    """Grouped GRU: the feature vector is split in two halves, each with its own (smaller) GRU.
-
-    ``hidden_size`` is the total over both directions' halves as in the official code: each group
-    GRU has ``hidden_size // 2`` units per direction.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> None:
-        super().__init__()
-        size_in, size_hidden = input_size // 2, hidden_size // 2
-        self.rnn1 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
-        self.rnn2 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
-
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``x``: ``[N, L, input_size]`` -> (``[N, L, hidden_size * (2 if bidirectional else 1)]``, state).
-
-        ``state``: the two group GRUs' hidden states; None = zeros (the official code passes explicit
-        zeros, which is the same).
-        """
-        x1, x2 = torch.chunk(x, 2, dim=-1)
-        y1, h1 = self.rnn1(x1, None if state is None else state[0])
-        y2, h2 = self.rnn2(x2, None if state is None else state[1])
-        return torch.cat([y1, y2], dim=-1), (h1, h2)
-
-
-class DPGRNN(nn.Module):
-    """Grouped dual-path RNN with residual connections.
-
-    Intra path: bidirectional grouped GRU across the ``width`` frequency bands of each frame.
-    Inter path: causal grouped GRU across frames for each band. Each path: GRU -> linear ->
-    LayerNorm over (band, channel) -> residual add.
-    """
-
-    def __init__(self, input_size: int, width: int, hidden_size: int) -> None:
-        super().__init__()
-        self.width = width
-        self.hidden_size = hidden_size
-        self.intra_rnn = GRNN(input_size, hidden_size // 2, bidirectional=True)
-        self.intra_fc = nn.Linear(hidden_size, hidden_size)
-        self.intra_ln = nn.LayerNorm((width, hidden_size), eps=1e-8)
-        self.inter_rnn = GRNN(input_size, hidden_size, bidirectional=False)
-        self.inter_fc = nn.Linear(hidden_size, hidden_size)
-        self.inter_ln = nn.LayerNorm((width, hidden_size), eps=1e-8)
-
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``x``: ``[B, C, T, width]`` with C == hidden_size -> (same shape, inter GRU state).
-
-        Only the inter (time) path carries state from call to call: ``[1, B * width, hidden / 2]``
-        per group; the intra path runs across the bands of one frame and starts from zeros each frame.
-        """
-        batch = x.shape[0]
-        x = x.permute(0, 2, 3, 1)  # [B, T, F, C]
-
-        intra, _ = self.intra_rnn(x.reshape(-1, self.width, self.hidden_size))  # [B*T, F, C]
-        intra = self.intra_fc(intra).reshape(batch, -1, self.width, self.hidden_size)
-        x = x + self.intra_ln(intra)
-
-        seq = x.transpose(1, 2).reshape(batch * self.width, -1, self.hidden_size)  # [B*F, T, C]
-        inter, state = self.inter_rnn(seq, state)
-        inter = self.inter_fc(inter).reshape(batch, self.width, -1, self.hidden_size)
-        x = x + self.inter_ln(inter.transpose(1, 2))  # LayerNorm over (F, C) of each frame
-        return x.permute(0, 3, 1, 2), state  # [B, C, T, F]
 
 
 BlockStates = tuple[tuple[Tensor, Tensor], ...]  # one (conv history, TRA state) per GT-conv block

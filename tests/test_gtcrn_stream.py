@@ -212,7 +212,7 @@ def real_offline(real_backend: TorchBackend, real_clip: np.ndarray) -> np.ndarra
     "sizes",
     [
         [16_000],
-        [4_801, 333, 16_000, 1],
+        pytest.param([4_801, 333, 16_000, 1], marks=pytest.mark.slow),
         pytest.param([1_000], marks=pytest.mark.slow),
         pytest.param([255], marks=pytest.mark.slow),
     ],
@@ -225,3 +225,19 @@ def test_real_clip_streamed_equals_whole_file(
     print(f"blocks {sizes}: {snr:.1f} dB vs whole file")
     assert snr >= 60.0
     assert _snr_db(real_offline[0], real_clip[0]) < 30.0  # and the network did enhance something
+
+
+def test_official_streaming_graph_opens_the_same_stream(real_clip: np.ndarray) -> None:
+    """The ONNX streaming backend's open_stream keeps the same contract (same delay, equals its process)."""
+    from denoise.backends.gtcrn_stream import GtcrnStreamBackend
+
+    backend = GtcrnStreamBackend(onnx_path=shared_path("weights", "gtcrn_simple_stream.onnx"))
+    assert backend.stateful
+    x = np.concatenate([real_clip[:, :40_000], real_clip[:, 16_000:56_000]])  # two rows
+    stream = backend.open_stream(2)
+    out = [stream.process(x[:, i : i + 1_000]) for i in range(0, x.shape[1], 1_000)]
+    streamed = np.concatenate([*out, stream.flush()], axis=1)
+    assert streamed.shape == (2, x.shape[1] + DELAY)
+    offline = backend.process(x)
+    for row in range(2):
+        assert _snr_db(offline[row], streamed[row, DELAY:]) >= 100.0

@@ -6,8 +6,9 @@ embeds the ``gtcrn_dns3_stream`` checkpoint. :class:`GtcrnStreamer` frames audio
 ``torch.stft(center=True, pad_mode="reflect")`` as it arrives, so pushing a whole file and flushing gives the
 offline torch output (>= 60 dB SNR, tested); :class:`GtcrnStreamBackend` is the engine backend built on it.
 
-Latency: an output sample is released once the input is 256 samples (16 ms) ahead of it, plus the 512-sample
-analysis frame: 32 ms algorithmic latency at 16 kHz.
+Latency: an output sample is final once both frames that cover it are complete, at most ``n_fft - 1`` = 511
+samples after it; :meth:`GtcrnStreamBackend.open_stream` releases output at that fixed delay (the GTCRN spec's
+``stream_delay``, 31.9 ms at 16 kHz).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise.backends import pad_to_valid
+from denoise.backends import FixedDelayStream, NetStream, pad_to_valid
 from denoise.backends.onnx_backend import make_session, sqrt_hann
+from denoise_models.spec import spec_of
 
 STREAM_WEIGHTS = "gtcrn_simple_stream_onnx"  # manifest name of the official streaming graph
 EMBEDDED_WEIGHTS = "gtcrn_dns3_stream"  # the checkpoint the graph embeds
-N_FFT, HOP, SAMPLE_RATE = 512, 256, 16000
+SPEC = spec_of("gtcrn")
+N_FFT, HOP, SAMPLE_RATE = SPEC.n_fft, SPEC.hop_length, SPEC.sample_rate
 
 
 class GtcrnStreamer:
@@ -143,12 +146,25 @@ class GtcrnStreamBackend:
         self.arch = "gtcrn"
         self.sample_rate = SAMPLE_RATE
         self.hop_length = HOP
-        self.min_samples = HOP + 1
+        self.min_samples = SPEC.min_samples
+        self.stateful = True
         self.name = "onnx-stream:" + ("cuda" if "CUDA" in self.session.get_providers()[0] else "cpu")
 
     def streamer(self) -> GtcrnStreamer:
         """A fresh real-time stream (zero state) over this backend's session."""
         return GtcrnStreamer(self.session)
+
+    def open_stream(self, batch: int) -> NetStream:
+        """``batch`` rows, one :class:`GtcrnStreamer` each, at the spec's fixed ``stream_delay``."""
+        rows = [self.streamer() for _ in range(batch)]
+        return FixedDelayStream(
+            lambda x: np.stack([s.push(row) for s, row in zip(rows, x, strict=True)]),
+            lambda: np.stack([s.flush() for s in rows]),
+            batch=batch,
+            delay=SPEC.stream_delay,
+            hop_length=self.hop_length,
+            min_samples=self.min_samples,
+        )
 
     def process(self, batch: np.ndarray) -> np.ndarray:
         """float32 ``[B, T]`` -> ``[B, T]``: each row zero-padded to whole hops (as the other backends do),

@@ -121,6 +121,7 @@ class OnnxBackend:
         self.name = f"onnx:{'cuda' if self.is_gpu else 'cpu'}" + (
             "" if self.meta.precision == "fp32" else f":{self.meta.precision}"
         )
+        self.stateful = False  # an exported graph holds no state between calls
 
     def process(self, batch: np.ndarray) -> np.ndarray:
         """float32 ``[B, T]`` -> float32 ``[B, T]`` (zero-padded to the graph's hop, cropped back)."""
