@@ -124,27 +124,9 @@ class NetworkOutputs(NamedTuple):
 
     wav: Tensor  # enhanced waveform [B, T']
     spec: Tensor  # enhanced spectrum [B, F, N, 2]
-    mask: Tensor | None  # the predicted complex mask [B, F, N, 2]
+    mask: Tensor  # the predicted complex mask [B, F, N, 2]
     clean_spec: Tensor  # the network's own STFT of the target [B, F, N, 2]
     noisy_spec: Tensor
-
-
-class _GTCRNMaskCatcher:
-    """GTCRN applies its mask inside ``forward_spec``: catch it on the way into ``net.mask``.
-
-    Goes away when GTCRN exposes ``forward_outputs`` (waveform, spectrum, mask) as FRCRN does.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        self.mask: Tensor | None = None
-        net.mask.register_forward_pre_hook(self._catch)
-
-    def _catch(self, _module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        self.mask = args[0]
-
-    def take(self) -> Tensor | None:
-        mask, self.mask = self.mask, None
-        return mask.float().permute(0, 3, 2, 1) if mask is not None else None  # [B, F, N, 2]
 
 
 class LossModule(nn.Module):
@@ -168,7 +150,6 @@ class LossModule(nn.Module):
         self.net, self.arch, self.autocast_dtype = net, arch, autocast_dtype
         self.kind = spec_of(arch).native_loss if loss_kind == "native" else loss_kind
         self.alpha, self.beta, self.gamma = weights
-        self._gtcrn_mask = _GTCRNMaskCatcher(net) if arch == "gtcrn" else None
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -176,27 +157,21 @@ class LossModule(nn.Module):
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def outputs(self, noisy: Tensor, clean: Tensor) -> NetworkOutputs:
-        """One forward pass of the network, with the target's and input's spectra."""
-        if self.arch == "frcrn":
-            with self._autocast(noisy.device):
-                out = self.net.forward_outputs(noisy)
-            with torch.no_grad():
-                clean_spec = L.from_stacked(self.net.stft(clean.float()))
-                noisy_spec = L.from_stacked(self.net.stft(noisy.float()))
-            return NetworkOutputs(
-                out.wav_l2.float(),
-                L.from_stacked(out.spec_l2.float()),
-                L.from_stacked(out.mask_l2.float()),
-                clean_spec,
-                noisy_spec,
-            )
-        with torch.no_grad():
-            noisy_spec, clean_spec = self.net.stft(noisy.float()), self.net.stft(clean.float())
+        """One forward pass of the network (``forward_outputs``), with the target's and input's spectra.
+
+        FRCRN's outputs are its second stage in its stacked layout; GTCRN's are already ``[B, F, N, 2]``.
+        """
         with self._autocast(noisy.device):
-            est_spec = self.net.forward_spec(noisy_spec)
-        est_spec = est_spec.float()
-        est_wav = self.net.istft(est_spec, length=noisy.shape[-1])
-        return NetworkOutputs(est_wav, est_spec, self._gtcrn_mask.take(), clean_spec, noisy_spec)
+            out = self.net.forward_outputs(noisy)
+        with torch.no_grad():
+            clean_spec, noisy_spec = self.net.stft(clean.float()), self.net.stft(noisy.float())
+        if self.arch == "frcrn":
+            wav, spec, mask = out.wav_l2, out.spec_l2, out.mask_l2
+            spec, mask = L.from_stacked(spec), L.from_stacked(mask)
+            clean_spec, noisy_spec = L.from_stacked(clean_spec), L.from_stacked(noisy_spec)
+        else:
+            wav, spec, mask = out.wav, out.spec, out.mask
+        return NetworkOutputs(wav.float(), spec.float(), mask.float(), clean_spec, noisy_spec)
 
     def forward(self, noisy: Tensor, clean: Tensor) -> dict[str, Tensor]:
         out = self.outputs(noisy, clean)

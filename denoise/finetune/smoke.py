@@ -225,7 +225,9 @@ def _report(run_dir: Path, procs: D.Processes, steps: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m denoise.finetune.smoke", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--arch", required=True)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="auto")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,27 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif section not in _FREE_KEYS and old.get(section) != values:
             changes.append(section)
     return changes
+
+
+def best_checkpoint_meta(
+    cfg: FinetuneConfig, progress: Progress, run_name: str, *, original: bool
+) -> dict[str, Any]:
+    """What ``best.pt`` records about itself (``original``: the starting weights, kept as the bar)."""
+    p, arch, start = progress, cfg.model.arch, cfg.model.weights
+    description = (
+        f"{arch} {start} unchanged: fine-tuning run {run_name} did not improve on it"
+        if original
+        else f"{arch} fine-tuned from {start} ({run_name}): val SI-SNR {p.baseline.si_snr:.2f} -> "
+        f"{p.best.si_snr:.2f} dB"
+    )
+    return {
+        "base_weights": str(start), "fine_tuned": not original, "epoch": p.best_epoch, "step": p.step,
+        "val_si_snr": p.best.si_snr, "val_pesq": p.best.pesq, "baseline_si_snr": p.baseline.si_snr,
+        "baseline_pesq": p.baseline.pesq, "description": description,
+    }  # fmt: skip
+
+
+def default_register_name(cfg: FinetuneConfig) -> str:
+    """``<arch>_ft_<run folder name>``, reduced to characters a weights name may hold."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(cfg.output.run_dir).resolve().name).strip("_") or "run"
+    return f"{cfg.model.arch}_ft_{stem}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import signal
 import sys
 import threading
@@ -47,7 +46,14 @@ from denoise.finetune.config import FinetuneConfig
 from denoise.finetune.datasets import build_datasets
 from denoise.finetune.objective import LossModule, amp_dtype, apply_freeze, needs_grad_scaler, set_train_mode
 from denoise.finetune.runlog import RunLog, write_json
-from denoise.finetune.state import FinetuneResult, Progress, config_changes, finish_message
+from denoise.finetune.state import (
+    FinetuneResult,
+    Progress,
+    best_checkpoint_meta,
+    config_changes,
+    default_register_name,
+    finish_message,
+)
 from denoise.finetune.validation import Scores, input_scores, validate
 from denoise_models import load_model
 from denoise_models.spec import spec_of
@@ -268,19 +274,8 @@ class Trainer:
 
     def _export_best(self, *, original: bool = False) -> None:
         """Write the current weights to ``best.pt`` (our format; ``original``: before any step)."""
-        cfg, p, run = self.cfg, self.progress, self.run_dir.resolve().name
-        description = (
-            f"{cfg.model.arch} {cfg.model.weights} unchanged: fine-tuning run {run} did not improve on it"
-            if original
-            else f"{cfg.model.arch} fine-tuned from {cfg.model.weights} ({run}): val SI-SNR "
-            f"{p.baseline.si_snr:.2f} -> {p.best.si_snr:.2f} dB"
-        )
-        meta = {
-            "base_weights": str(cfg.model.weights), "fine_tuned": not original, "epoch": p.best_epoch,
-            "step": p.step, "val_si_snr": p.best.si_snr, "val_pesq": p.best.pesq,
-            "baseline_si_snr": p.baseline.si_snr, "baseline_pesq": p.baseline.pesq, "description": description,
-        }  # fmt: skip
-        save_checkpoint(self.run_dir / "best.pt", self.net, cfg.model.arch, meta)
+        meta = best_checkpoint_meta(self.cfg, self.progress, self.run_dir.resolve().name, original=original)
+        save_checkpoint(self.run_dir / "best.pt", self.net, self.cfg.model.arch, meta)
 
     # ---------------------------------------------------------------- one step
 
@@ -448,11 +443,6 @@ class Trainer:
             f"  python 1键推理.py --model {cfg.model.arch} --weights {name}"
         )
         return name
-
-
-def default_register_name(cfg: FinetuneConfig) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(cfg.output.run_dir).resolve().name).strip("_") or "run"
-    return f"{cfg.model.arch}_ft_{stem}"
 
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = True) -> FinetuneResult:
