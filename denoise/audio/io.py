@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from denoise.audio.probe import AudioError, probe_audio
+from denoise.audio.probe import AudioError, AudioInfo, probe_audio
 from denoise_models.atomic import atomic_output
 
 # What libsndfile opens by extension; anything else in a folder is not audio and is left alone.
@@ -94,7 +94,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32).reshape(*x.shape[:-1], -1)
 
 
-def output_subtype(source: AudioFile, container: str) -> str:
+def output_subtype(source: AudioFile | AudioInfo, container: str) -> str:
     """The subtype a result is written with: the input's when the container can hold it."""
     if source.subtype in _KEEP_SUBTYPES and sf.check_format(container, source.subtype):
         return source.subtype

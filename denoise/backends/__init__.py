@@ -20,6 +20,7 @@ class Backend(Protocol):
     sample_rate: int  # Hz the network runs at (16000)
     hop_length: int  # samples; inputs are padded to a multiple of it
     min_samples: int  # shortest input the network accepts
+    is_gpu: bool  # runs on a GPU: the engine batches chunks there
 
     def process(self, batch: np.ndarray) -> np.ndarray:
         """Enhance ``batch`` float32 ``[B, T]`` -> float32 ``[B, T]`` (same length, no delay)."""
