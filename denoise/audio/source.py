@@ -9,6 +9,7 @@ than the file holds is noted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class AudioSource:
         """The whole file as float32 ``[channels, n]`` blocks; AudioError if it cannot be decoded."""
         read, bad = 0, 0
         try:
-            with sf.SoundFile(str(self.path)) as f:
+            with sf.SoundFile(os.fsencode(self.path)) as f:  # bytes: names need not be UTF-8
                 while True:
                     data = f.read(frames, dtype="float32", always_2d=True)
                     if not data.shape[0]:

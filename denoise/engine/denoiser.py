@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise import modelscope_compat
-from denoise.audio import AudioError, container_for, output_subtype, read_audio, write_audio
+from denoise.audio import AudioError, AudioSink, container_for, output_subtype, read_audio, write_audio
 from denoise.audio.source import BLOCK_FRAMES, AudioSource
 from denoise.backends import Backend, create_backend
 from denoise.engine.chunks import ChunkRunner, StateRunner
@@ -23,11 +23,6 @@ from denoise.engine.levels import SILENCE_RMS, LoudStats, PowerStats
 from denoise.engine.pipeline import EngineStream, Pipeline
 from denoise.engine.stages import Resampler
 from denoise_models.spec import EngineDefaults, spec_of
-
-try:  # the batch slice's block writer; the stand-in has the same interface
-    from denoise.audio.sink import AudioSink
-except ImportError:  # pragma: no cover - until the merge
-    from denoise.engine._sink import AudioSink
 
 Blocks = Callable[[], Iterator[np.ndarray]]  # a fresh pass over a signal, block by block
 
