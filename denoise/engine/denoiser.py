@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from denoise import modelscope_compat
-from denoise.audio import AudioError, AudioSink, container_for, output_subtype, read_audio, write_audio
+from denoise.audio import (
+    AudioError,
+    AudioSink,
+    container_for,
+    output_subtype,
+    read_audio,
+    required_subtype,
+    write_audio,
+)
 from denoise.audio.source import BLOCK_FRAMES, AudioSource
 from denoise.backends import Backend, create_backend
 from denoise.engine.chunks import ChunkRunner, StateRunner
@@ -110,7 +118,7 @@ class Denoiser:
         if self.config.compat == "modelscope":
             return self._compat_file(src, dst, subtype)
         source = AudioSource(src)
-        chosen = subtype or output_subtype(source.info, container_for(dst))
+        chosen = subtype or required_subtype(dst) or output_subtype(source.info, container_for(dst))
         rate, channels = source.sample_rate, source.channels
         with AudioSink(dst, rate, channels, subtype=chosen) as sink:
             notes = self._run(source.blocks, rate, channels, sink.write)
