@@ -46,13 +46,19 @@ class Denoiser:
         d.enhance_file("talk.wav", "talk.clean.wav")   # any length, bounded memory
         live = d.stream(48000, 2)              # live.process(block) / live.flush(), live.latency
 
-    ``backend`` runs the network (any object with the :class:`denoise.backends.Backend` shape); by
-    default one is made from the config.
+    ``backend`` runs the network: an object with the :class:`denoise.backends.Backend` shape, or the
+    name of a registered kind (``"torch"``, ``"onnx"``; the same as ``config.backend``) to make one.
     """
 
     def __init__(
-        self, config: DenoiserConfig | None = None, *, backend: Backend | None = None, **overrides: object
+        self,
+        config: DenoiserConfig | None = None,
+        *,
+        backend: Backend | str | None = None,
+        **overrides: object,
     ) -> None:
+        if isinstance(backend, str):  # the config's backend kind ("torch", "onnx", ...), as before
+            overrides["backend"], backend = backend, None
         self.config = replace(config or DenoiserConfig(), **overrides)
         self.spec = spec_of(self.config.model)
         self.defaults: EngineDefaults = self.spec.engine
