@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from denoise.audio.probe import AudioError, probe_audio
+from denoise.audio.probe import AudioError, AudioInfo, probe_audio
 from denoise.audio.sink import AudioSink, default_subtype_for
 
 # What libsndfile opens by extension; anything else in a folder is not audio and is left alone.
@@ -95,7 +95,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32).reshape(*x.shape[:-1], -1)
 
 
-def output_subtype(source: AudioFile, container: str) -> str:
+def output_subtype(source: AudioFile | AudioInfo, container: str) -> str:
     """The subtype a result is written with: the input's when the container can hold it."""
     if source.subtype in _KEEP_SUBTYPES and sf.check_format(container, source.subtype):
         return source.subtype

@@ -39,6 +39,7 @@ class Backend(Protocol):
     sample_rate: int  # Hz the network runs at (16000)
     hop_length: int  # samples; inputs are padded to a multiple of it
     min_samples: int  # shortest input the network accepts
+    is_gpu: bool  # runs on a GPU: the engine batches chunks there
     stateful: bool  # True when open_stream works (chunks can carry the network's state)
 
     def process(self, batch: np.ndarray) -> np.ndarray:

@@ -61,6 +61,7 @@ class TorchBackend:
         self.sample_rate = int(getattr(net, "sample_rate", 16000))
         self.hop_length = int(getattr(net, "hop_length", 256))
         self.min_samples = int(getattr(net, "min_samples", self.hop_length))
+        self.is_gpu = self.device.type == "cuda"
         self.precision = precision if self.device.type == "cuda" else "fp32"
         self.name = f"torch:{self.device}" + ("" if self.precision == "fp32" else f":{self.precision}")
         self.stateful = spec_of(arch).stateful
