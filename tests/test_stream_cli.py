@@ -57,10 +57,15 @@ class EnhanceStandIn:
         return y[:, start:stop]
 
 
+def standin_stream(self: Denoiser, sample_rate: int, channels: int) -> EnhanceStandIn:
+    """What ``Denoiser.stream`` is until the streaming engine lands."""
+    return EnhanceStandIn(self, sample_rate, channels)
+
+
 def install_stream_standin() -> None:
     """Give ``Denoiser`` a ``stream`` method if the engine has none yet (subprocesses call this)."""
     if not hasattr(Denoiser, "stream"):
-        Denoiser.stream = lambda self, sample_rate, channels: EnhanceStandIn(self, sample_rate, channels)
+        Denoiser.stream = standin_stream
 
 
 LAUNCH = (
