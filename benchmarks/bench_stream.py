@@ -1,0 +1,161 @@
+"""Live streaming cost of GTCRN on one CPU thread: ``Denoiser.stream`` in 16 ms blocks vs the official
+streaming ONNX graph driven frame by frame (``denoise.backends.gtcrn_stream``).
+
+For each configuration, every ``process`` / ``push`` call is timed (wall clock and process CPU time): the cost
+per 16 ms hop (median, p99, max) and the real-time factor (processing seconds / audio seconds). The first
+``--warmup`` calls (allocations, first-call dispatch) are left out of the per-hop figures and in the RTF. The
+input is real noisy speech (a shared clip) repeated to ``--seconds``, at 16 kHz and at 48 kHz (resampled):
+the engine stream resamples to the network's 16 kHz and back; the ONNX graph runs at 16 kHz only (network and
+STFT framing, no resampling), as the official real-time demo does. The last column checks the stream's
+output against file mode (``Denoiser.enhance``) on the same input: the stream is only fast if it is right.
+
+    DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/bench_stream.py --seconds 30
+    python benchmarks/bench_stream.py --json >> benchmarks/results.jsonl   # JSON lines instead of the table
+
+The machine is shared: read the CPU columns, and compare configurations measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one CPU thread, before numpy/torch/onnxruntime load
+
+import numpy as np
+
+HOP_SECONDS = 0.016  # GTCRN's hop (256 samples at 16 kHz): the block a live caller hands over
+SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
+
+
+@dataclass
+class StreamCost:
+    label: str
+    rate: int
+    seconds: float
+    calls: int
+    hop_ms_median: float  # wall-clock ms per 16 ms block
+    hop_ms_p99: float
+    hop_ms_max: float
+    cpu_ms_median: float  # process CPU ms per 16 ms block
+    cpu_ms_p99: float
+    rtf_wall: float  # whole run: wall seconds / audio seconds
+    rtf_cpu: float  # whole run: CPU seconds / audio seconds
+    latency_ms: float  # the stream's fixed latency
+    snr_vs_file_db: float | None  # output vs Denoiser.enhance on the same input (None: not comparable)
+
+    def row(self) -> str:
+        snr = "–" if self.snr_vs_file_db is None else f"{self.snr_vs_file_db:.1f}"
+        return (
+            f"| {self.label} | {self.rate // 1000} kHz | {self.hop_ms_median:.2f} | {self.hop_ms_p99:.2f} | "
+            f"{self.hop_ms_max:.2f} | {self.cpu_ms_median:.2f} | {self.cpu_ms_p99:.2f} | {self.rtf_wall:.3f} | "
+            f"{self.rtf_cpu:.3f} | {self.latency_ms:.1f} | {snr} |"
+        )
+
+
+HEADER = (
+    "| path | rate | ms / 16 ms hop, median | p99 | max | CPU ms / hop, median | CPU p99 | RTF (wall) | "
+    "RTF (CPU) | latency ms | SNR vs file mode dB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def speech(seconds: float, rate: int) -> np.ndarray:
+    """Real noisy speech repeated to ``seconds`` at ``rate``: float32 ``[1, n]``."""
+    from denoise.audio import read_audio, resample
+
+    shared = Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    clip = read_audio(shared / SPEECH)
+    x = resample(clip.samples[:1], clip.sample_rate, rate)
+    reps = int(np.ceil(seconds * rate / x.shape[1]))
+    return np.tile(x, (1, reps))[:, : round(seconds * rate)]
+
+
+def timed_calls(step, blocks: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Run ``step`` on every block; returns its outputs and each call's (wall, CPU) seconds."""
+    out, wall, cpu = [], np.zeros(len(blocks)), np.zeros(len(blocks))
+    for i, block in enumerate(blocks):
+        t, c = time.perf_counter(), time.process_time()
+        out.append(step(block))
+        wall[i], cpu[i] = time.perf_counter() - t, time.process_time() - c
+    return out, wall, cpu
+
+
+def summarise(label: str, rate: int, wall, cpu, warmup: int, latency: int, snr: float | None) -> StreamCost:
+    seconds = len(wall) * HOP_SECONDS
+    w, c = wall[warmup:] * 1000, cpu[warmup:] * 1000
+    return StreamCost(
+        label, rate, seconds, len(wall),
+        float(np.median(w)), float(np.percentile(w, 99)), float(w.max()),
+        float(np.median(c)), float(np.percentile(c, 99)),
+        float(wall.sum() / seconds), float(cpu.sum() / seconds), 1000 * latency / rate, snr,
+    )  # fmt: skip
+
+
+def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
+    err = np.sum((ref - est).astype(np.float64) ** 2)
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)))
+
+
+def engine_stream(seconds: float, rate: int, warmup: int, weights: str) -> StreamCost:
+    from denoise.engine import Denoiser
+
+    denoiser = Denoiser(model="gtcrn", weights=weights, device="cpu", threads=1)
+    x = speech(seconds, rate)
+    hop = round(HOP_SECONDS * rate)
+    stream = denoiser.stream(rate, 1)
+    blocks = [x[:, i : i + hop] for i in range(0, x.shape[1] - hop + 1, hop)]
+    out, wall, cpu = timed_calls(stream.process, blocks)
+    y = np.concatenate([*out, stream.flush()], axis=1)[:, stream.latency :]
+    n = len(blocks) * hop
+    reference = denoiser.enhance(x[:, :n], rate)
+    return summarise(
+        "Denoiser.stream (torch)", rate, wall, cpu, warmup, stream.latency, snr_db(reference, y[:, :n])
+    )
+
+
+def onnx_frames(seconds: float, warmup: int) -> StreamCost:
+    from denoise.backends.gtcrn_stream import HOP, SAMPLE_RATE, GtcrnStreamBackend
+
+    backend = GtcrnStreamBackend(threads=1)
+    x = speech(seconds, SAMPLE_RATE)[0]
+    streamer = backend.streamer()
+    blocks = [x[i : i + HOP] for i in range(0, x.size - HOP + 1, HOP)]
+    _, wall, cpu = timed_calls(streamer.push, blocks)
+    # 256 samples ahead of the output plus the 512-sample analysis frame (see gtcrn_stream's docstring)
+    return summarise("official ONNX graph, frame by frame", SAMPLE_RATE, wall, cpu, warmup, 2 * HOP, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio per configuration (default 30)")
+    parser.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
+    parser.add_argument("--warmup", type=int, default=10, help="first calls left out of the per-hop figures")
+    parser.add_argument("--weights", default="default", help="GTCRN weights (default: gtcrn_dns3_stream)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per configuration instead")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    results = [engine_stream(args.seconds, rate, args.warmup, args.weights) for rate in args.rates]
+    results.append(onnx_frames(args.seconds, args.warmup))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.json:
+        for r in results:
+            print(json.dumps({"bench": "stream", "load": load, **asdict(r)}))
+        return 0
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, 1 thread")
+    print(HEADER)
+    for r in results:
+        print(r.row())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
