@@ -172,6 +172,23 @@ def test_raw_s16_pipe_has_input_length_and_tracks_file_mode(speech48, file_mode,
     assert snr_db(file_mode[:1], y) >= 30.0
 
 
+def test_wav_out_redirected_to_a_file_gets_its_true_sizes(speech48, env, tmp_path: Path) -> None:
+    """``denoise stream ... --out-format wav > out.wav``: seekable stdout, so the header is completed."""
+    raw, _ = encode_pcm(speech48[:, :12000], ENCODINGS["s24le"])
+    out = tmp_path / "out.wav"
+    with out.open("wb") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-c", LAUNCH, "stream", "--model", "gtcrn", "-f", "s24le", "-r", "48000", "-c", "2",
+             "--out-format", "wav"],
+            input=raw, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    info = sf.info(str(out))
+    assert (info.frames, info.channels, info.samplerate, info.subtype) == (12000, 2, 48000, "PCM_24")
+    with out.open("rb") as f:
+        assert f.read(8)[4:] != b"\xff\xff\xff\xff", "RIFF size written"
+
+
 def test_live_keeps_the_startup_delay(speech48, env) -> None:
     raw, _ = encode_pcm(speech48[:1, :24000], ENCODINGS["s16le"])
     done = denoise_cli(["--rate", "48000", "--channels", "1", "--live", "--out-format", "f32le"], raw, env)

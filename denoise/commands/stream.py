@@ -128,6 +128,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    for name, stream, hint in (
+        ("stdin", sys.stdin, "pipe audio in"),
+        ("stdout", sys.stdout, "pipe it on or redirect it"),
+    ):
+        if stream.isatty():
+            print(f"error: {name} is a terminal: {hint} (see denoise stream --help)", file=sys.stderr)
+            return EXIT_SETUP
     audio_out = _claim_stdout()  # before anything can print: stdout is for audio only
     try:
         return run(args, sys.stdin.buffer, audio_out)
