@@ -17,378 +17,69 @@ Data flow of :meth:`GTCRN.forward_spec` (B = batch, T = frames, C = channels, F 
       -> mask * spec      [B, 257, T, 2]
 
 Everything along time is causal (left padding only; uni-directional GRUs along time), so the
-network can also run frame by frame; this module is the offline (whole-utterance) form.
+network also runs on pieces of a signal with its state carried over (:meth:`GTCRN.stream_step` on STFT
+frames, :class:`GTCRNStream` on waveform blocks), and the pieces' output equals the whole-signal output.
+The layers are in :mod:`denoise_models.gtcrn_layers`.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["GTCRN"]
-
-
-# --------------------------------------------------------------------------- ERB filterbank
-
-
-def _hz_to_erb(freq_hz: np.ndarray | float) -> np.ndarray | float:
-    """Frequency in Hz -> ERB-rate scale, with the constants the released model was trained with."""
-    return 21.4 * np.log10(0.00437 * freq_hz + 1.0)
-
-
-def _erb_to_hz(erb: np.ndarray | float) -> np.ndarray | float:
-    """Inverse of :func:`_hz_to_erb`."""
-    return (10.0 ** (erb / 21.4) - 1.0) / 0.00437
-
-
-def erb_filterbank(
-    n_low: int = 65, n_bands: int = 64, n_fft: int = 512, high_hz: float = 8000.0, sample_rate: int = 16000
-) -> Tensor:
-    """Triangular ERB filters mapping the upper STFT bins onto ``n_bands`` bands.
-
-    Bins ``0 .. n_low-1`` are passed through unchanged by the network; the remaining
-    ``n_fft//2 + 1 - n_low`` bins are merged into ``n_bands`` overlapping triangles whose centres
-    are equally spaced on the ERB scale between bin ``n_low`` and ``high_hz``. Adjacent triangles
-    sum to one, and the last one is a half-triangle rising to ``high_hz``.
-
-    Returns:
-        float32 tensor ``[n_bands, n_fft//2 + 1 - n_low]`` (64 x 192 for the released model).
-    """
-    n_freqs = n_fft // 2 + 1
-    low_hz = n_low / n_fft * sample_rate
-    centres = np.linspace(_hz_to_erb(low_hz), _hz_to_erb(high_hz), n_bands)
-    bins = np.round(_erb_to_hz(centres) / sample_rate * n_fft).astype(np.int64)
-    eps = 1e-12  # keeps empty triangles (coinciding centres) finite; same value as at training time
-
-    def rising(lo: int, hi: int) -> np.ndarray:
-        return (np.arange(lo, hi) - lo + eps) / (hi - lo + eps)
-
-    def falling(lo: int, hi: int) -> np.ndarray:
-        return (hi - np.arange(lo, hi) + eps) / (hi - lo + eps)
-
-    filters = np.zeros((n_bands, n_freqs), dtype=np.float32)
-    filters[0, bins[0] : bins[1]] = falling(bins[0], bins[1])
-    for band in range(1, n_bands - 1):
-        filters[band, bins[band - 1] : bins[band]] = rising(bins[band - 1], bins[band])
-        filters[band, bins[band] : bins[band + 1]] = falling(bins[band], bins[band + 1])
-    # The last band complements its neighbour up to and including the top bin.
-    top = slice(bins[-2], bins[-1] + 1)
-    filters[-1, top] = 1.0 - filters[-2, top]
-    return torch.from_numpy(np.abs(filters[:, n_low:]).copy())
-
-
-class ERB(nn.Module):
-    """ERB band merge (257 bins -> 129 bands) and band split (129 -> 257), fixed weights.
-
-    Both matrices are stored in checkpoints as non-trainable parameters (``requires_grad=False``),
-    which is why they count towards the 48,245 parameters but not the 23,669 trainable ones.
-    """
-
-    def __init__(self, n_low: int = 65, n_bands: int = 64, n_fft: int = 512) -> None:
-        super().__init__()
-        filters = erb_filterbank(n_low, n_bands, n_fft)
-        n_high = n_fft // 2 + 1 - n_low
-        self.n_low = n_low
-        self.erb_fc = nn.Linear(n_high, n_bands, bias=False)
-        self.ierb_fc = nn.Linear(n_bands, n_high, bias=False)
-        # Separate storage for the two matrices so that loading one never silently changes the other.
-        self.erb_fc.weight = nn.Parameter(filters.clone(), requires_grad=False)
-        self.ierb_fc.weight = nn.Parameter(filters.T.contiguous(), requires_grad=False)
-
-    def bm(self, x: Tensor) -> Tensor:
-        """Band merge: ``[..., 257]`` -> ``[..., n_low + n_bands]``."""
-        return torch.cat([x[..., : self.n_low], self.erb_fc(x[..., self.n_low :])], dim=-1)
-
-    def bs(self, x: Tensor) -> Tensor:
-        """Band split: ``[..., n_low + n_bands]`` -> ``[..., 257]``."""
-        return torch.cat([x[..., : self.n_low], self.ierb_fc(x[..., self.n_low :])], dim=-1)
-
-
-# --------------------------------------------------------------------------- building blocks
-
-
-class SFE(nn.Module):
-    """Subband feature extraction: stack every frequency bin with its ``kernel_size - 1`` neighbours.
-
-    ``[B, C, T, F]`` -> ``[B, C * kernel_size, T, F]``; output channel ``c * k + j`` holds input
-    channel ``c`` shifted by ``j - (k-1)/2`` bins (zero beyond the edges). This is the ordering of
-    ``nn.Unfold(kernel_size=(1, k), padding=(0, (k-1)//2))``, written with pad + slices because that
-    exports to ONNX as plain Pad/Slice/Concat.
-    """
-
-    def __init__(self, kernel_size: int = 3, stride: int = 1) -> None:
-        super().__init__()
-        if stride != 1:
-            raise ValueError("SFE supports stride 1 only (the released configuration)")
-        self.kernel_size = kernel_size
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, F]`` -> ``[B, C * kernel_size, T, F]``."""
-        k = self.kernel_size
-        n_freqs = x.shape[-1]
-        padded = F.pad(x, [(k - 1) // 2, (k - 1) // 2])
-        shifted = torch.stack([padded[..., j : j + n_freqs] for j in range(k)], dim=2)  # [B, C, k, T, F]
-        return shifted.flatten(1, 2)
-
-
-class TRA(nn.Module):
-    """Temporal recurrent attention: a per-channel gain in (0, 1) from a causal GRU over frame energies."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.att_gru = nn.GRU(channels, channels * 2, num_layers=1, batch_first=True)
-        self.att_fc = nn.Linear(channels * 2, channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, F]`` -> same shape, each (channel, frame) scaled by its attention."""
-        energy = x.pow(2).mean(dim=-1).transpose(1, 2)  # [B, T, C]
-        att = torch.sigmoid(self.att_fc(self.att_gru(energy)[0]))  # [B, T, C]
-        return x * att.transpose(1, 2).unsqueeze(-1)
-
-
-class ConvBlock(nn.Module):
-    """(Transposed) convolution -> batch norm -> PReLU (or tanh for the final mask layer)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        groups: int = 1,
-        use_deconv: bool = False,
-        is_last: bool = False,
-    ) -> None:
-        super().__init__()
-        conv = nn.ConvTranspose2d if use_deconv else nn.Conv2d
-        self.conv = conv(in_channels, out_channels, kernel_size, stride, padding, groups=groups)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C_in, T, F_in]`` -> ``[B, C_out, T, F_out]``."""
-        return self.act(self.bn(self.conv(x)))
-
-
-def conv_transpose_as_conv(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
-    """Evaluate a stride-1 ``ConvTranspose2d`` as the equivalent ordinary convolution.
-
-    Same result (up to float rounding), but PyTorch's CPU kernel for grouped/depthwise transposed
-    convolutions is ~15x slower than the direct one. A stride-1 transposed conv equals a conv with
-    the kernel flipped, input/output channels swapped within each group, and padding
-    ``dilation * (kernel - 1) - padding``. The checkpoint layout (``layer.weight``) is untouched.
-    """
-    groups = layer.groups
-    c_in, c_out_g, kh, kw = layer.weight.shape  # transposed layout: [in, out / groups, kh, kw]
-    weight = (
-        layer.weight.reshape(groups, c_in // groups, c_out_g, kh, kw)
-        .transpose(1, 2)
-        .reshape(groups * c_out_g, c_in // groups, kh, kw)
-        .flip(2, 3)
-    )
-    padding = [d * (k - 1) - p for d, k, p in zip(layer.dilation, (kh, kw), layer.padding, strict=True)]
-    return F.conv2d(x, weight, layer.bias, 1, padding, layer.dilation, groups)
-
-
-def _check_stride1_transposed(layer: nn.ConvTranspose2d) -> None:
-    """:func:`conv_transpose_as_conv` covers stride 1, no output padding, padding within the kernel span."""
-    spans = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size, strict=True)]
-    if (
-        tuple(layer.stride) != (1, 1)
-        or any(layer.output_padding)
-        or any(p > s for p, s in zip(layer.padding, spans, strict=True))
-    ):
-        raise ValueError(f"unsupported transposed convolution for the conv rewrite: {layer}")
-
-
-class GTConvBlock(nn.Module):
-    """Group temporal convolution block (ShuffleNetV2-style).
-
-    Half of the channels go through SFE -> 1x1 conv -> causal dilated depthwise 3x3 conv -> 1x1 conv
-    -> TRA; the other half is passed through; the halves are then interleaved (channel shuffle).
-    Causality: ``(kernel_t - 1) * dilation_t`` frames of zeros are padded on the left only. The
-    decoder variant uses transposed convolutions whose time padding crops the same amount, so both
-    variants map T frames to T frames causally. Those stride-1 transposed convs are evaluated as
-    ordinary convs (:func:`conv_transpose_as_conv`) for speed; their parameters keep the official
-    transposed layout.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        kernel_size: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        dilation: tuple[int, int],
-        use_deconv: bool = False,
-    ) -> None:
-        super().__init__()
-        conv = nn.ConvTranspose2d if use_deconv else nn.Conv2d
-        half = in_channels // 2
-        self.pad_size = (kernel_size[0] - 1) * dilation[0]
-
-        self.sfe = SFE(kernel_size=3, stride=1)
-        self.point_conv1 = conv(half * 3, hidden_channels, 1)
-        self.point_bn1 = nn.BatchNorm2d(hidden_channels)
-        self.point_act = nn.PReLU()
-        self.depth_conv = conv(
-            hidden_channels,
-            hidden_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=hidden_channels,
-        )
-        self.depth_bn = nn.BatchNorm2d(hidden_channels)
-        self.depth_act = nn.PReLU()
-        self.point_conv2 = conv(hidden_channels, half, 1)
-        self.point_bn2 = nn.BatchNorm2d(half)
-        self.tra = TRA(half)
-        self.use_deconv = use_deconv
-        if use_deconv:
-            for layer in (self.point_conv1, self.depth_conv, self.point_conv2):
-                _check_stride1_transposed(layer)
-
-    def _conv(self, layer: nn.Module, x: Tensor) -> Tensor:
-        return conv_transpose_as_conv(layer, x) if self.use_deconv else layer(x)
-
-    @staticmethod
-    def shuffle(x1: Tensor, x2: Tensor) -> Tensor:
-        """Interleave two ``[B, C, T, F]`` tensors channel-wise -> ``[B, 2C, T, F]`` (x1[0], x2[0], ...)."""
-        return torch.stack([x1, x2], dim=2).flatten(1, 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, F]`` -> ``[B, C, T, F]``."""
-        x1, x2 = torch.chunk(x, 2, dim=1)
-        h = self.point_act(self.point_bn1(self._conv(self.point_conv1, self.sfe(x1))))
-        h = F.pad(h, [0, 0, self.pad_size, 0])  # causal: pad past frames only
-        h = self.depth_act(self.depth_bn(self._conv(self.depth_conv, h)))
-        h = self.tra(self.point_bn2(self._conv(self.point_conv2, h)))
-        return self.shuffle(h, x2)
-
-
-class GRNN(nn.Module):
-    """Grouped GRU: the feature vector is split in two halves, each with its own (smaller) GRU.
-
-    ``hidden_size`` is the total over both directions' halves as in the official code: each group
-    GRU has ``hidden_size // 2`` units per direction.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> None:
-        super().__init__()
-        size_in, size_hidden = input_size // 2, hidden_size // 2
-        self.rnn1 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
-        self.rnn2 = nn.GRU(size_in, size_hidden, 1, batch_first=True, bidirectional=bidirectional)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[N, L, input_size]`` -> ``[N, L, hidden_size * (2 if bidirectional else 1)]``.
-
-        Starts from a zero state (the official code passes explicit zeros, which is the same).
-        """
-        x1, x2 = torch.chunk(x, 2, dim=-1)
-        return torch.cat([self.rnn1(x1)[0], self.rnn2(x2)[0]], dim=-1)
-
-
-class DPGRNN(nn.Module):
-    """Grouped dual-path RNN with residual connections.
-
-    Intra path: bidirectional grouped GRU across the ``width`` frequency bands of each frame.
-    Inter path: causal grouped GRU across frames for each band. Each path: GRU -> linear ->
-    LayerNorm over (band, channel) -> residual add.
-    """
-
-    def __init__(self, input_size: int, width: int, hidden_size: int) -> None:
-        super().__init__()
-        self.width = width
-        self.hidden_size = hidden_size
-        self.intra_rnn = GRNN(input_size, hidden_size // 2, bidirectional=True)
-        self.intra_fc = nn.Linear(hidden_size, hidden_size)
-        self.intra_ln = nn.LayerNorm((width, hidden_size), eps=1e-8)
-        self.inter_rnn = GRNN(input_size, hidden_size, bidirectional=False)
-        self.inter_fc = nn.Linear(hidden_size, hidden_size)
-        self.inter_ln = nn.LayerNorm((width, hidden_size), eps=1e-8)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``[B, C, T, width]`` with C == hidden_size -> same shape."""
-        batch = x.shape[0]
-        x = x.permute(0, 2, 3, 1)  # [B, T, F, C]
-
-        intra = self.intra_rnn(x.reshape(-1, self.width, self.hidden_size))  # [B*T, F, C]
-        intra = self.intra_fc(intra).reshape(batch, -1, self.width, self.hidden_size)
-        x = x + self.intra_ln(intra)
-
-        seq = x.transpose(1, 2).reshape(batch * self.width, -1, self.hidden_size)  # [B*F, T, C]
-        inter = self.inter_fc(self.inter_rnn(seq)).reshape(batch, self.width, -1, self.hidden_size)
-        x = x + self.inter_ln(inter.transpose(1, 2))  # LayerNorm over (F, C) of each frame
-        return x.permute(0, 3, 1, 2)  # [B, C, T, F]
-
-
-class Encoder(nn.Module):
-    """129 bands -> 33 via two stride-2 convs, then three GT-conv blocks with time dilation 1, 2, 5."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.en_convs = nn.ModuleList(
-            [
-                ConvBlock(3 * 3, 16, (1, 5), stride=(1, 2), padding=(0, 2)),
-                ConvBlock(16, 16, (1, 5), stride=(1, 2), padding=(0, 2), groups=2),
-                GTConvBlock(16, 16, (3, 3), stride=(1, 1), padding=(0, 1), dilation=(1, 1)),
-                GTConvBlock(16, 16, (3, 3), stride=(1, 1), padding=(0, 1), dilation=(2, 1)),
-                GTConvBlock(16, 16, (3, 3), stride=(1, 1), padding=(0, 1), dilation=(5, 1)),
-            ]
-        )
-
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``x``: ``[B, 9, T, 129]`` -> (``[B, 16, T, 33]``, every block's output for the skips)."""
-        outs: list[Tensor] = []
-        for block in self.en_convs:
-            x = block(x)
-            outs.append(x)
-        return x, outs
-
-
-class Decoder(nn.Module):
-    """Mirror of :class:`Encoder` with transposed convs; the last layer emits a tanh mask."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Transposed convs: time padding 2 * dilation crops the causal left pad back off.
-        self.de_convs = nn.ModuleList(
-            [
-                *(
-                    GTConvBlock(16, 16, (3, 3), (1, 1), padding=(2 * d, 1), dilation=(d, 1), use_deconv=True)
-                    for d in (5, 2, 1)
-                ),
-                ConvBlock(16, 16, (1, 5), stride=(1, 2), padding=(0, 2), groups=2, use_deconv=True),
-                ConvBlock(16, 2, (1, 5), stride=(1, 2), padding=(0, 2), use_deconv=True, is_last=True),
-            ]
-        )
-
-    def forward(self, x: Tensor, skips: list[Tensor]) -> Tensor:
-        """``x``: ``[B, 16, T, 33]``, ``skips``: encoder outputs -> mask in ERB domain ``[B, 2, T, 129]``."""
-        for block, skip in zip(self.de_convs, reversed(skips), strict=True):
-            x = block(x + skip)
-        return x
-
-
-class Mask(nn.Module):
-    """Apply a complex ratio mask: ``(m_r + j m_i) * (X_r + j X_i)`` on ``[B, 2, T, F]`` tensors."""
-
-    def forward(self, mask: Tensor, spec: Tensor) -> Tensor:
-        """``mask``, ``spec``: ``[B, 2, T, F]`` (real, imaginary) -> masked spectrum ``[B, 2, T, F]``."""
-        real = spec[:, 0] * mask[:, 0] - spec[:, 1] * mask[:, 1]
-        imag = spec[:, 1] * mask[:, 0] + spec[:, 0] * mask[:, 1]
-        return torch.stack([real, imag], dim=1)
+from denoise_models.gtcrn_layers import (
+    DPGRNN,
+    ERB,
+    SFE,
+    BlockStates,
+    Decoder,
+    Encoder,
+    GTConvBlock,
+    Mask,
+    conv_transpose_as_conv,
+    erb_filterbank,
+)
+
+# The layers are re-exported: they are part of this module's public surface (tests, export).
+__all__ = [
+    "GTCRN",
+    "SFE",
+    "GTCRNOutputs",
+    "GTCRNState",
+    "GTCRNStream",
+    "GTConvBlock",
+    "conv_transpose_as_conv",
+    "erb_filterbank",
+]
 
 
 # --------------------------------------------------------------------------- the network
+
+
+class GTCRNOutputs(NamedTuple):
+    """What :meth:`GTCRN.forward_outputs` returns. ``spec`` and ``mask`` are ``[B, 257, frames, 2]``
+    (real, imaginary last, as :meth:`GTCRN.stft`): ``spec = mask * stft(input)`` as complex numbers;
+    ``wav = istft(spec)`` is ``forward(input)``."""
+
+    wav: Tensor
+    spec: Tensor
+    mask: Tensor
+
+
+class GTCRNState(NamedTuple):
+    """Everything GTCRN remembers from past frames (see :meth:`GTCRN.stream_init`); treat as opaque.
+
+    ``blocks``: per GT-conv block (3 encoder, then 3 decoder), its depthwise conv's input over the last
+    ``2 * dilation`` frames ``[B, 16, 2d, 33]`` and TRA's GRU state ``[1, B, 16]``. ``inter``: per DPGRNN,
+    the two group GRUs along time ``[1, B * 33, 8]``. The intra GRUs (across frequency) and all other
+    layers see one frame at a time and keep nothing.
+    """
+
+    blocks: BlockStates
+    inter: tuple[tuple[Tensor, Tensor], ...]
 
 
 class GTCRN(nn.Module):
@@ -408,6 +99,9 @@ class GTCRN(nn.Module):
     #: Shortest input accepted by :meth:`forward` / :meth:`stft`: the centred STFT reflect-pads
     #: ``n_fft // 2`` samples on each side, which needs more than that many samples.
     min_samples = n_fft // 2 + 1
+    #: Latency (samples) of :class:`GTCRNStream` at a fixed delay: an output sample needs the two frames
+    #: that cover it, the later of which ends up to ``n_fft - 1`` samples after it.
+    stream_delay = n_fft - 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -475,6 +169,59 @@ class GTCRN(nn.Module):
         The last axis holds (real, imaginary) of an STFT framed as :meth:`stft` does. Any number of
         frames >= 1 works; each output frame depends only on the current and past input frames.
         """
+        return self._enhance(spec, None)[0]
+
+    def forward_outputs(self, wav: Tensor) -> GTCRNOutputs:
+        """Enhanced waveform, spectrum and the complex ratio mask (see :class:`GTCRNOutputs`)."""
+        spec, mask, _ = self._enhance(self.stft(wav), None)
+        return GTCRNOutputs(self.istft(spec), spec, mask)
+
+    # ---- streaming: the same network, its state carried from call to call
+
+    def open_stream(self, batch: int) -> GTCRNStream:
+        """A waveform-level stream of ``batch`` signals (see :class:`GTCRNStream`)."""
+        return GTCRNStream(self, batch)
+
+    def stream_init(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GTCRNState:
+        """The state before the first frame of ``batch`` signals (all zeros, as :meth:`forward_spec` starts)."""
+        device = self.window.device if device is None else device
+        dtype = dtype or torch.float32
+        width = self.dpgrnn1.width
+        gt_blocks = [
+            b for b in (*self.encoder.en_convs, *self.decoder.de_convs) if isinstance(b, GTConvBlock)
+        ]
+        return GTCRNState(
+            blocks=tuple(
+                (
+                    torch.zeros(batch, b.hidden_channels, b.pad_size, width, device=device, dtype=dtype),
+                    torch.zeros(1, batch, b.tra.att_gru.hidden_size, device=device, dtype=dtype),
+                )
+                for b in gt_blocks
+            ),
+            inter=tuple(
+                (
+                    torch.zeros(1, batch * width, g.rnn1.hidden_size, device=device, dtype=dtype),
+                    torch.zeros(1, batch * width, g.rnn2.hidden_size, device=device, dtype=dtype),
+                )
+                for g in (self.dpgrnn1.inter_rnn, self.dpgrnn2.inter_rnn)
+            ),
+        )
+
+    def stream_step(self, spec_frames: Tensor, state: GTCRNState) -> tuple[Tensor, GTCRNState]:
+        """Enhance the next frames ``[B, 257, n, 2]`` (n >= 0) of a signal -> (``[B, 257, n, 2]``, new state).
+
+        Feeding a signal's frames in pieces of any sizes, starting from :meth:`stream_init`, gives
+        :meth:`forward_spec` of all its frames (up to float rounding).
+        """
+        if spec_frames.shape[2] == 0:
+            return spec_frames, state
+        spec, _, state = self._enhance(spec_frames, state)
+        return spec, state
+
+    def _enhance(self, spec: Tensor, state: GTCRNState | None) -> tuple[Tensor, Tensor, GTCRNState]:
+        """(enhanced spectrum, mask, both ``[B, 257, T, 2]``; state after the last frame) of ``spec``."""
         # The check is skipped while tracing so that exported graphs stay shape-generic.
         tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
         if not tracing and (spec.dim() != 4 or spec.shape[1] != self.n_freqs or spec.shape[3] != 2):
@@ -485,11 +232,16 @@ class GTCRN(nn.Module):
         magnitude = torch.sqrt(spec_ri.pow(2).sum(dim=1, keepdim=True) + 1e-12)  # eps: finite gradient at 0
         feat = torch.cat([magnitude, spec_ri], dim=1)  # [B, 3, T, 257]: |X|, Re X, Im X
 
+        n_enc = len(self.encoder.en_convs) - 2  # GT-conv blocks in the encoder (the first two are plain)
+        blocks, inter = (None, (None, None)) if state is None else (state.blocks, state.inter)
         feat = self.sfe(self.erb.bm(feat))  # [B, 9, T, 129]
-        feat, skips = self.encoder(feat)  # [B, 16, T, 33]
-        feat = self.dpgrnn2(self.dpgrnn1(feat))
-        mask = self.erb.bs(self.decoder(feat, skips))  # [B, 2, T, 257]
-        return self.mask(mask, spec_ri).permute(0, 3, 2, 1)  # [B, 257, T, 2]
+        feat, skips, enc_states = self.encoder(feat, None if blocks is None else blocks[:n_enc])
+        feat, inter1 = self.dpgrnn1(feat, inter[0])
+        feat, inter2 = self.dpgrnn2(feat, inter[1])
+        mask, dec_states = self.decoder(feat, skips, None if blocks is None else blocks[n_enc:])
+        mask = self.erb.bs(mask)  # [B, 2, T, 257]
+        enhanced = self.mask(mask, spec_ri).permute(0, 3, 2, 1)  # [B, 257, T, 2]
+        return enhanced, mask.permute(0, 3, 2, 1), GTCRNState(enc_states + dec_states, (inter1, inter2))
 
     # ---- checkpoints
 
@@ -510,3 +262,80 @@ class GTCRN(nn.Module):
             notes.append(f"stripped the 'module.' prefix (DataParallel) from {len(state_dict)} keys")
             state_dict = {prefix.sub("", key): value for key, value in state_dict.items()}
         return dict(state_dict), notes
+
+
+class GTCRNStream:
+    """Waveform blocks in, :meth:`GTCRN.forward` of the whole signal out, as soon as each sample is final.
+
+    The STFT is framed exactly as :meth:`GTCRN.stft` does (centred, reflect-padded at both ends) and
+    overlap-added as :meth:`GTCRN.istft` does, with the network's state carried between calls. Output
+    sample ``n`` is final once input sample ``n + n_fft - 1 - n % hop`` has arrived (its two frames are
+    complete), so the latency is at most :attr:`GTCRN.stream_delay` samples. Concatenating ``push``
+    results and ``finish()`` gives ``forward(whole input)`` (``hop * (samples // hop)`` samples).
+
+    Args:
+        net: the network (eval mode; call under ``torch.inference_mode`` for speed).
+        batch: signals streamed side by side (rows of every block).
+    """
+
+    def __init__(self, net: GTCRN, batch: int) -> None:
+        self.net = net
+        self.window = net.window
+        self.n_fft, self.hop = net.n_fft, net.hop_length
+        w2 = self.window.double().pow(2)
+        # torch.istft's envelope: the squared windows that overlap on one hop (1 up to rounding).
+        self._envelope = (w2[: self.hop] + w2[self.hop :]).to(self.window.dtype)
+        self._state = net.stream_init(batch)
+        self._pending = self.window.new_zeros(batch, 0)  # input not yet framed (padded coordinates)
+        self._tail = self.window.new_zeros(batch, 0)  # the last hop + 1 input samples (end reflection)
+        self._overlap = self.window.new_zeros(batch, self.n_fft - self.hop)  # 2nd half of the last frame
+        self._seen = 0  # input samples pushed
+        self._started = False  # the start's reflection is in place
+        self._skip = self.hop  # output still to drop: the first hop lies in the centring pad istft removes
+
+    def push(self, block: Tensor) -> Tensor:
+        """Feed the next input samples ``[B, n]`` (any n >= 0) -> the output samples now final ``[B, m]``."""
+        self._seen += block.shape[1]
+        self._tail = torch.cat([self._tail, block], dim=1)[:, -(self.hop + 1) :]
+        self._pending = torch.cat([self._pending, block], dim=1)
+        if not self._started:
+            if self._seen <= self.n_fft // 2:  # the start's reflection needs samples 1 .. n_fft // 2
+                return self._pending[:, :0]
+            self._pending = torch.cat(
+                [self._pending[:, 1 : self.n_fft // 2 + 1].flip(1), self._pending], dim=1
+            )
+            self._started = True
+        return self._drain()
+
+    def finish(self) -> Tensor:
+        """End of input: reflect-pad the end as :meth:`GTCRN.stft` does and return the remaining output."""
+        if not self._started:
+            raise ValueError(f"GTCRN needs at least {self.net.min_samples} samples, got {self._seen}")
+        end = self._tail[:, -(self.n_fft // 2 + 1) : -1].flip(1)
+        self._pending = torch.cat([self._pending, end], dim=1)
+        return self._drain()
+
+    def _drain(self) -> Tensor:
+        n_frames = (self._pending.shape[1] - self.n_fft) // self.hop + 1
+        if n_frames <= 0:
+            return self._pending[:, :0]
+        used = self.n_fft + (n_frames - 1) * self.hop
+        spec = torch.stft(
+            self._pending[:, :used],
+            self.n_fft,
+            self.hop,
+            self.n_fft,
+            self.window,
+            center=False,
+            return_complex=True,
+        )
+        self._pending = self._pending[:, n_frames * self.hop :]
+        enhanced, self._state = self.net.stream_step(torch.view_as_real(spec), self._state)
+        frames = torch.fft.irfft(torch.view_as_complex(enhanced.contiguous()).transpose(1, 2), n=self.n_fft)
+        frames = frames * self.window  # [B, n, n_fft]
+        # Overlap-add: each hop is this frame's first half plus the previous frame's second half.
+        previous = torch.cat([self._overlap[:, None], frames[:, :-1, self.hop :]], dim=1)
+        out = ((frames[:, :, : self.hop] + previous) / self._envelope).flatten(1)
+        self._overlap = frames[:, -1, self.hop :]
+        out, self._skip = out[:, self._skip :], 0
+        return out

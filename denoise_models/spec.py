@@ -55,6 +55,9 @@ class ArchSpec:
     native_loss: str  # the loss the released checkpoint was trained with (see denoise.finetune)
     engine: EngineDefaults
     params: ParamGroups
+    # Samples (at ``sample_rate``) by which a stateful stream's output lags its input: output sample t is the
+    # network's output for input sample t - stream_delay. None when the network cannot stream.
+    stream_delay: int | None = None
 
     @property
     def frame_seconds(self) -> float:
@@ -89,7 +92,7 @@ GTCRN = ArchSpec(
     hop_length=256,
     min_samples=512 // 2 + 1,  # the centred STFT reflects n_fft // 2 samples on each side
     export_io="spec",
-    stateful=False,  # becomes True when GTCRN.stream_step lands (streaming-engine issue)
+    stateful=True,
     native_loss="gtcrn_hybrid",
     # GTCRN is tiny; long chunks mean fewer seams. Without carried state its GRUs need a pre-roll whose
     # output is discarded. Its official inference feeds raw input (no working level).
@@ -99,6 +102,8 @@ GTCRN = ArchSpec(
         mask_layers=r"^decoder\.",
         fixed=r"^erb\.",
     ),
+    # n_fft - 1: an output sample is final once both frames that cover it are complete (31.9 ms).
+    stream_delay=511,
 )
 
 SPECS: dict[str, ArchSpec] = {spec.name: spec for spec in (FRCRN, GTCRN)}

@@ -21,6 +21,7 @@ class ScaleBackend:
     """A transparent 'network' (output = gain x input) to test the engine's plumbing exactly."""
 
     name, arch, sample_rate, hop_length, min_samples = "scale", "test", 16000, 256, 512
+    is_gpu = False
 
     def __init__(self, gain: float = 1.0) -> None:
         self.gain = gain

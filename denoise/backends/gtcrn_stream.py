@@ -144,7 +144,8 @@ class GtcrnStreamBackend:
         self.sample_rate = SAMPLE_RATE
         self.hop_length = HOP
         self.min_samples = HOP + 1
-        self.name = "onnx-stream:" + ("cuda" if "CUDA" in self.session.get_providers()[0] else "cpu")
+        self.is_gpu = "CUDA" in self.session.get_providers()[0]
+        self.name = "onnx-stream:" + ("cuda" if self.is_gpu else "cpu")
 
     def streamer(self) -> GtcrnStreamer:
         """A fresh real-time stream (zero state) over this backend's session."""

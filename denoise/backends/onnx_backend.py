@@ -152,8 +152,8 @@ class OnnxBackend:
         self.sample_rate = self.meta.sample_rate
         self.hop_length = self.meta.hop_length
         self.min_samples = self.meta.min_samples
-        # "onnx:cuda" / "onnx:cpu": the engine looks for "cuda" in the name to batch chunks on a GPU
-        where = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.is_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        where = "cuda" if self.is_gpu else "cpu"
         self.name = f"onnx:{where}" + ("" if self.meta.precision == "fp32" else f":{self.meta.precision}")
 
     def process(self, batch: np.ndarray) -> np.ndarray:
