@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO, shared_path
-from test_stream_cli import LAUNCH, standin_stream
+from test_stream_cli import DENOISE
 
 from denoise.audio import read_audio, resample
 from denoise.cli import build_parser
@@ -31,8 +31,6 @@ def engine_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
     monkeypatch.setenv("DENOISE_WEIGHTS_MIRROR", str(shared_path("weights")))
     monkeypatch.setenv("DENOISE_WEIGHTS_OFFLINE", "1")
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path_factory.getbasetemp() / "store"))
-    if not hasattr(Denoiser, "stream"):  # until the streaming engine is merged
-        monkeypatch.setattr(Denoiser, "stream", standin_stream, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +166,7 @@ def test_an_engine_error_in_the_callback_ends_with_status_1_and_no_file(
 ) -> None:
     class Broken:
         latency = 0
+        notes: list[str] = []  # noqa: RUF012
 
         def __init__(self, *args: object) -> None:
             pass
@@ -249,8 +248,8 @@ def test_real_portaudio_null_device(tmp_path: Path) -> None:
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
     }
-    base = [sys.executable, "-c", LAUNCH, "live", "--model", "gtcrn", "--input-device", "denoise_null"]
-    listed = subprocess.run([*base[:4], "--list-devices"], capture_output=True, env=env, timeout=60)
+    base = [*DENOISE, "live", "--model", "gtcrn", "--input-device", "denoise_null"]
+    listed = subprocess.run([*DENOISE, "live", "--list-devices"], capture_output=True, env=env, timeout=60)
     assert listed.returncode == 0 and b"denoise_null" in listed.stdout
     out = tmp_path / "take.wav"
     for extra in (["--output-device", "denoise_null"], ["--output", str(out), "--rate", "16000"]):

@@ -1,9 +1,4 @@
-"""``denoise stream``: PCM / WAV through real pipes, as a user runs it, and the pipe codecs beneath it.
-
-Until the streaming engine (``Denoiser.stream``) is merged, the subprocesses run with :class:`EnhanceStandIn`
-installed in its place (a fixed-delay stream built on ``Denoiser.enhance``); with the real engine present the
-stand-in is never installed, and the same assertions hold against it.
-"""
+"""``denoise stream``: PCM / WAV through real pipes, as a user runs it, and the pipe codecs beneath it."""
 
 from __future__ import annotations
 
@@ -23,55 +18,12 @@ from conftest import REPO, shared_path
 
 from denoise.audio import read_audio, resample
 from denoise.audio.pipe import ENCODINGS, PipeFormatError, PipeWriter, decode_pcm, encode_pcm, open_pipe
+from denoise.cli import build_parser
+from denoise.commands import stream as stream_command
 from denoise.engine import Denoiser
 
-TESTS = Path(__file__).resolve().parent
-
-
-class EnhanceStandIn:
-    """Stand-in for ``Denoiser.stream`` (until the streaming engine lands): the interface, on ``enhance``.
-
-    Output lags input by ``latency`` samples; each call re-runs ``enhance`` on everything so far and releases
-    the samples that are ``latency`` behind the input (GTCRN is causal, so those are final).
-    """
-
-    def __init__(self, denoiser: Denoiser, sample_rate: int, channels: int, latency_seconds: float = 0.25):
-        self.denoiser, self.sample_rate = denoiser, sample_rate
-        self.latency = round(latency_seconds * sample_rate)
-        self._x = np.zeros((channels, 0), dtype=np.float32)
-        self._emitted = 0  # output samples released, start-up delay included
-
-    def process(self, block: np.ndarray) -> np.ndarray:
-        self._x = np.concatenate([self._x, np.asarray(block, dtype=np.float32)], axis=1)
-        return self._release(block.shape[1])
-
-    def flush(self) -> np.ndarray:
-        return self._release(self.latency)
-
-    def _release(self, n: int) -> np.ndarray:
-        start, stop = self._emitted, self._emitted + n
-        self._emitted = stop
-        y = np.zeros((self._x.shape[0], self.latency + self._x.shape[1]), dtype=np.float32)
-        if self._x.shape[1] and stop > self.latency:
-            y[:, self.latency :] = self.denoiser.enhance(self._x, self.sample_rate)
-        return y[:, start:stop]
-
-
-def standin_stream(self: Denoiser, sample_rate: int, channels: int) -> EnhanceStandIn:
-    """What ``Denoiser.stream`` is until the streaming engine lands."""
-    return EnhanceStandIn(self, sample_rate, channels)
-
-
-def install_stream_standin() -> None:
-    """Give ``Denoiser`` a ``stream`` method if the engine has none yet (subprocesses call this)."""
-    if not hasattr(Denoiser, "stream"):
-        Denoiser.stream = standin_stream
-
-
-LAUNCH = (
-    f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_stream_cli as t; t.install_stream_standin(); "
-    "from denoise.cli import main; raise SystemExit(main())"
-)
+# The command as a user runs it: ``python -m denoise stream ...``.
+DENOISE = [sys.executable, "-m", "denoise"]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +51,7 @@ def denoise_cli(
     args: list[str], data: bytes, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", LAUNCH, "stream", "--model", "gtcrn", *args],
+        [*DENOISE, "stream", "--model", "gtcrn", *args],
         input=data,
         capture_output=True,
         env=env,
@@ -178,7 +130,7 @@ def test_wav_out_redirected_to_a_file_gets_its_true_sizes(speech48, env, tmp_pat
     out = tmp_path / "out.wav"
     with out.open("wb") as stdout:
         done = subprocess.run(
-            [sys.executable, "-c", LAUNCH, "stream", "--model", "gtcrn", "-f", "s24le", "-r", "48000", "-c", "2",
+            [*DENOISE, "stream", "--model", "gtcrn", "-f", "s24le", "-r", "48000", "-c", "2",
              "--out-format", "wav"],
             input=raw, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=120,
         )  # fmt: skip
@@ -200,37 +152,50 @@ def test_live_keeps_the_startup_delay(speech48, env) -> None:
         assert not y[:, : latency // 2].any(), "start-up delay arrives first"
 
 
+def test_malformed_header_through_the_cli_is_one_line_and_exit_2(env) -> None:
+    done = denoise_cli(["--format", "wav"], b"RIFF\xff\xff\xff\xffWAVEdata\xff\xff\xff\xff", env)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode().splitlines() == [
+        "error: malformed WAV stream: 'data' chunk before the 'fmt ' chunk"
+    ]
+
+
+def run_in_process(argv: list[str], data: bytes) -> tuple[int, bytes]:
+    """``stream.run`` on byte streams (what ``main`` does with the process's stdin/stdout)."""
+    args = build_parser("stream").parse_args(["stream", "--model", "gtcrn", *argv])
+    out = io.BytesIO()
+    return stream_command.run(args, io.BytesIO(data), out), out.getvalue()
+
+
 @pytest.mark.parametrize(
     "header, message",
     [
-        (b"", b"ended before"),
-        (b"RIFX\x00\x00\x00\x00WAVE", b"expected RIFF"),
-        (b"RIFF\xff\xff\xff\xffWAVEdata\xff\xff\xff\xff", b"before the 'fmt ' chunk"),
-        (
-            b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00" + b"\x07\x00\x01\x00" + b"\x00" * 12,
-            b"unsupported",
-        ),
+        (b"", "ended before"),
+        (b"RIFX\x00\x00\x00\x00WAVE", "expected RIFF"),
+        (b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00" + b"\x07\x00\x01\x00" + b"\x00" * 12, "unsupported"),
+        (b"RIFF\xff\xff\xff\xffWAVEfmt \xff\xff\xff\x00", "claims"),
+        (wav_bytes(np.zeros((2, 10), np.float32), 16000)[:30], "ended inside the b'fmt ' chunk"),
     ],
 )
-def test_bad_wav_header_is_one_line_and_exit_2(header: bytes, message: bytes, env) -> None:
-    done = denoise_cli(["--format", "wav"], header, env)
-    assert done.returncode == 2 and done.stdout == b""
-    lines = done.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message.decode() in lines[0]
+def test_bad_wav_header_is_one_line_and_exit_2(header: bytes, message: str, capsys) -> None:
+    assert run_in_process(["--format", "wav"], header) == (2, b"")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
 @pytest.mark.parametrize(
-    "args",
+    "args, message",
     [
-        ["--channels", "1"],
-        ["--rate", "0", "--channels", "1"],
-        ["--rate", "16000", "--channels", "1", "--block-ms", "0"],
+        (["--channels", "1"], "needs --rate and --channels"),
+        (["--rate", "0", "--channels", "1"], "--rate must be"),
+        (["--rate", "16000", "--channels", "1", "--block-ms", "0"], "--block-ms must be"),
+        (["-f", "wav", "--rate", "8000"], "--rate 8000 disagrees with the WAV header (16000)"),
     ],
 )
-def test_bad_options_are_one_line_and_exit_2(args: list[str], env) -> None:
-    done = denoise_cli(args, b"\x00" * 64, env)
-    assert done.returncode == 2 and done.stdout == b""
-    assert len(done.stderr.decode().strip().splitlines()) == 1
+def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
+    assert run_in_process(args, wav_bytes(np.zeros((1, 100), np.float32), 16000)) == (2, b"")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
 
 
 def test_closed_stdout_ends_quietly(speech48, env) -> None:
@@ -238,7 +203,7 @@ def test_closed_stdout_ends_quietly(speech48, env) -> None:
     raw, _ = encode_pcm(np.tile(speech48[:1], 4), ENCODINGS["s16le"])
     reader, writer = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "stream", "--model", "gtcrn", "--rate", "48000", "--channels", "1", "--live"],
+        [*DENOISE, "stream", "--model", "gtcrn", "--rate", "48000", "--channels", "1", "--live"],
         stdin=subprocess.PIPE, stdout=writer, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     os.close(writer)
@@ -257,7 +222,7 @@ def test_closed_stdout_ends_quietly(speech48, env) -> None:
 
 def test_ctrl_c_exits_130_cleanly(env) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "stream", "--model", "gtcrn", "--rate", "16000", "--channels", "1"],
+        [*DENOISE, "stream", "--model", "gtcrn", "--rate", "16000", "--channels", "1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     proc.stdin.write(b"\x00\x01" * 16000)

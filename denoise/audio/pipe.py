@@ -15,8 +15,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from denoise.audio.io import to_int_range
 from denoise.audio.probe import AudioError
+from denoise.audio.sink import to_int_range
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from denoise.commands.engine_options import add_engine_arguments
 from denoise.commands.stream import AlignedStream, block_length, load_denoiser
 
 if TYPE_CHECKING:
+    from denoise.audio import AudioSink
     from denoise.engine import Denoiser
 
 EXIT_OK = 0  # includes a session the user ended with Ctrl-C: that is how a live session stops
@@ -269,6 +270,7 @@ class LiveSession:
             block_frames=self.block_frames, callback=callback, duplex=True,
         ):  # fmt: skip
             self._wait()
+        self.result.notes.extend(stream.notes)
         return self.result
 
     def to_file(
@@ -289,7 +291,7 @@ class LiveSession:
             backlog[0] += take
             blocks.put(indata[:take].T.copy())
 
-        def denoise_queued(sink: _FileSink, *, last: bool = False) -> None:
+        def denoise_queued(sink: AudioSink, *, last: bool = False) -> None:
             try:
                 while True:
                     try:
@@ -304,7 +306,12 @@ class LiveSession:
                 self._fail(err)
                 raise _Abandon from err
 
-        with _FileSink(path, self.rate, self.channels, subtype=subtype) as sink:
+        from denoise.audio import AudioSink, default_subtype_for
+
+        with (
+            contextlib.suppress(_Abandon),
+            AudioSink(path, self.rate, self.channels, subtype=subtype or default_subtype_for(path)) as sink,
+        ):
             with self.layer.open(
                 input_device=input_device, output_device=None, rate=self.rate, channels=self.channels,
                 block_frames=self.block_frames, callback=callback, duplex=False,
@@ -318,6 +325,7 @@ class LiveSession:
             denoise_queued(sink, last=True)  # the device is closed: what it delivered is all there is
         if self.result.error is not None:
             return self.result
+        self.result.notes.extend(stream.notes)
         if self.result.dropped_frames:
             self.result.notes.append(
                 f"processing fell behind: {self.result.dropped_frames / self.rate:.1f} s dropped"
@@ -327,7 +335,7 @@ class LiveSession:
 
 
 class _Abandon(Exception):
-    """Raised inside the sink's ``with`` so a broken session leaves no file."""
+    """Raised inside the sink's ``with`` so a broken session leaves no file (the error is in the result)."""
 
 
 def describe_devices(devices: list[dict[str, Any]]) -> list[str]:
@@ -354,48 +362,6 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.seconds is not None and not args.seconds > 0:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     if args.output:
-        from denoise.audio import container_for
+        from denoise.audio import check_output_format
 
-        container_for(Path(args.output))  # an unwritable extension fails now, not after the recording
-
-
-class _FileSink:
-    """Blocks to ``path`` through the one atomic writer: the file appears whole when the session ends.
-
-    Stand-in with the interface of ``denoise.audio.sink.AudioSink`` (the batch slice's verified block
-    writer): replace with it when that is merged.
-    """
-
-    def __init__(self, path: Path, rate: int, channels: int, *, subtype: str | None) -> None:
-        import soundfile as sf
-
-        from denoise.audio import container_for
-
-        self.path, self.rate, self.channels = path, rate, channels
-        self.format = container_for(path)
-        self.subtype = subtype or sf.default_subtype(self.format)
-        self.frames = self.clipped = 0
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _FileSink:
-        import soundfile as sf
-
-        from denoise_models.atomic import atomic_output
-
-        tmp = self._stack.enter_context(atomic_output(self.path))
-        self._file = self._stack.enter_context(
-            sf.SoundFile(str(tmp), "w", self.rate, self.channels, self.subtype, format=self.format)
-        )
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self._stack.__exit__(exc_type, exc, tb)
-        return exc_type is _Abandon  # a broken session: no file, the error is in the result
-
-    def write(self, block: np.ndarray) -> None:
-        from denoise.audio import to_int_range
-
-        data, clipped = to_int_range(np.asarray(block, dtype=np.float32), self.subtype)
-        self._file.write(data.T)
-        self.frames += data.shape[1]
-        self.clipped += clipped
+        check_output_format(Path(args.output), args.subtype)  # fails now, not after the recording

@@ -45,6 +45,7 @@ class AudioStream(Protocol):
     """What ``Denoiser.stream(sample_rate, channels)`` returns (see :mod:`denoise.engine`)."""
 
     latency: int  # samples at the stream's rate between an input sample and its output
+    notes: list[str]  # what the user should know (e.g. levels set per chunk, blocks padded)
 
     def process(self, block: np.ndarray) -> np.ndarray: ...
 
@@ -63,6 +64,10 @@ class AlignedStream:
         self.stream = stream
         self.latency = int(stream.latency)
         self._skip = 0 if keep_delay else self.latency
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.stream.notes)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         return self._drop_delay(self.stream.process(block))
@@ -92,7 +97,9 @@ def pump(reader: PipeReader, stream: AlignedStream, writer: PipeWriter, block_fr
         writer.write(stream.process(block))
     writer.write(stream.flush())
     writer.close()
-    return StreamResult(reader.frames_read, writer.frames_written, writer.clipped, reader.notes())
+    return StreamResult(
+        reader.frames_read, writer.frames_written, writer.clipped, reader.notes() + stream.notes
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
