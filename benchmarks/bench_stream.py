@@ -30,7 +30,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one CPU thread, before numpy/to
 
 import numpy as np
 
-HOP_SECONDS = 0.016  # GTCRN's hop (256 samples at 16 kHz): the block a live caller hands over
 SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 
 
@@ -38,12 +37,13 @@ SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 class StreamCost:
     label: str
     rate: int
+    block_ms: float  # audio per call
     seconds: float
     calls: int
-    hop_ms_median: float  # wall-clock ms per 16 ms block
+    hop_ms_median: float  # wall-clock ms per call (per 16 ms hop when block_ms is 16)
     hop_ms_p99: float
     hop_ms_max: float
-    cpu_ms_median: float  # process CPU ms per 16 ms block
+    cpu_ms_median: float  # process CPU ms per call
     cpu_ms_p99: float
     rtf_wall: float  # whole run: wall seconds / audio seconds
     rtf_cpu: float  # whole run: CPU seconds / audio seconds
@@ -53,15 +53,15 @@ class StreamCost:
     def row(self) -> str:
         snr = "–" if self.snr_vs_file_db is None else f"{self.snr_vs_file_db:.1f}"
         return (
-            f"| {self.label} | {self.rate // 1000} kHz | {self.hop_ms_median:.2f} | {self.hop_ms_p99:.2f} | "
+            f"| {self.label} | {self.rate // 1000} kHz | {self.block_ms:g} | {self.hop_ms_median:.2f} | {self.hop_ms_p99:.2f} | "
             f"{self.hop_ms_max:.2f} | {self.cpu_ms_median:.2f} | {self.cpu_ms_p99:.2f} | {self.rtf_wall:.3f} | "
             f"{self.rtf_cpu:.3f} | {self.latency_ms:.1f} | {snr} |"
         )
 
 
 HEADER = (
-    "| path | rate | ms / 16 ms hop, median | p99 | max | CPU ms / hop, median | CPU p99 | RTF (wall) | "
-    "RTF (CPU) | latency ms | SNR vs file mode dB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| path | rate | block ms | ms / block, median | p99 | max | CPU ms / block, median | CPU p99 | RTF (wall) | "
+    "RTF (CPU) | latency ms | SNR vs file mode dB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -86,11 +86,13 @@ def timed_calls(step, blocks: list[np.ndarray]) -> tuple[list[np.ndarray], np.nd
     return out, wall, cpu
 
 
-def summarise(label: str, rate: int, wall, cpu, warmup: int, latency: int, snr: float | None) -> StreamCost:
-    seconds = len(wall) * HOP_SECONDS
+def summarise(
+    label: str, rate: int, block: float, wall, cpu, warmup: int, latency: int, snr: float | None
+) -> StreamCost:
+    seconds = len(wall) * block
     w, c = wall[warmup:] * 1000, cpu[warmup:] * 1000
     return StreamCost(
-        label, rate, seconds, len(wall),
+        label, rate, 1000 * block, seconds, len(wall),
         float(np.median(w)), float(np.percentile(w, 99)), float(w.max()),
         float(np.median(c)), float(np.percentile(c, 99)),
         float(wall.sum() / seconds), float(cpu.sum() / seconds), 1000 * latency / rate, snr,
@@ -102,12 +104,12 @@ def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)))
 
 
-def engine_stream(seconds: float, rate: int, warmup: int, weights: str) -> StreamCost:
+def engine_stream(seconds: float, rate: int, block: float, warmup: int, weights: str) -> StreamCost:
     from denoise.engine import Denoiser
 
     denoiser = Denoiser(model="gtcrn", weights=weights, device="cpu", threads=1)
     x = speech(seconds, rate)
-    hop = round(HOP_SECONDS * rate)
+    hop = round(block * rate)
     stream = denoiser.stream(rate, 1)
     blocks = [x[:, i : i + hop] for i in range(0, x.shape[1] - hop + 1, hop)]
     out, wall, cpu = timed_calls(stream.process, blocks)
@@ -115,7 +117,7 @@ def engine_stream(seconds: float, rate: int, warmup: int, weights: str) -> Strea
     n = len(blocks) * hop
     reference = denoiser.enhance(x[:, :n], rate)
     return summarise(
-        "Denoiser.stream (torch)", rate, wall, cpu, warmup, stream.latency, snr_db(reference, y[:, :n])
+        "Denoiser.stream (torch)", rate, block, wall, cpu, warmup, stream.latency, snr_db(reference, y[:, :n])
     )
 
 
@@ -128,13 +130,15 @@ def onnx_frames(seconds: float, warmup: int) -> StreamCost:
     blocks = [x[i : i + HOP] for i in range(0, x.size - HOP + 1, HOP)]
     _, wall, cpu = timed_calls(streamer.push, blocks)
     # 256 samples ahead of the output plus the 512-sample analysis frame (see gtcrn_stream's docstring)
-    return summarise("official ONNX graph, frame by frame", SAMPLE_RATE, wall, cpu, warmup, 2 * HOP, None)
+    label = "official ONNX graph, frame by frame"
+    return summarise(label, SAMPLE_RATE, HOP / SAMPLE_RATE, wall, cpu, warmup, 2 * HOP, None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per configuration (default 30)")
     parser.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
+    parser.add_argument("--block-ms", type=float, default=16.0, help="Denoiser.stream block (default 16)")
     parser.add_argument("--warmup", type=int, default=10, help="first calls left out of the per-hop figures")
     parser.add_argument("--weights", default="default", help="GTCRN weights (default: gtcrn_dns3_stream)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per configuration instead")
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    results = [engine_stream(args.seconds, rate, args.warmup, args.weights) for rate in args.rates]
+    block = args.block_ms / 1000
+    results = [engine_stream(args.seconds, rate, block, args.warmup, args.weights) for rate in args.rates]
     results.append(onnx_frames(args.seconds, args.warmup))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
