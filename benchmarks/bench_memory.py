@@ -60,7 +60,8 @@ def make_input(path: Path, minutes: float) -> Path:
 def measure(code: Path, model: str, weights: str, src: Path, dst: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(code.resolve()), "OMP_NUM_THREADS": "1"}
     cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RUN, model, weights, str(src), str(dst)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd: not a source tree, or "-c" would import the package from the current folder before PYTHONPATH
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=src.parent)
     if run.returncode:
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else str(run.returncode)}
 

@@ -30,13 +30,14 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="torch", help="inference backend: torch, onnx, … (default: torch)")
     g.add_argument("--onnx-path", default=None, help="exported .onnx graph for --backend onnx")
     g.add_argument(
-        "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on CUDA)"
+        "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on a GPU)"
     )
     g.add_argument(
         "--chunk-seconds",
         type=float,
         default=None,
-        help="process long files in chunks of this length (default: 10 for FRCRN, 30 for GTCRN)",
+        help="chunk length for networks without carried state (default: 10 for FRCRN; GTCRN on torch "
+        "carries its state and needs no chunks)",
     )
     g.add_argument(
         "--overlap-seconds", type=float, default=1.0, help="cross-fade between chunks (default: 1.0)"
@@ -46,7 +47,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["fp32", "bf16", "fp16"],
         default="fp32",
-        help="autocast on CUDA (fp32 is exact)",
+        help="bf16/fp16: autocast on a CUDA GPU with the torch backend, an error elsewhere (fp32 is exact)",
     )
     g.add_argument(
         "--atten-lim-db",

@@ -39,20 +39,21 @@ class Resampler:
 
 @functools.cache
 def resampler_lag(in_rate: int, out_rate: int) -> int:
-    """How many output samples soxr's stream can hold back, measured once per rate pair.
+    """How many output samples soxr's stream can hold back, measured once per rate pair (~50 ms).
 
     soxr works in internal blocks, so the pending output varies with the input block size; this runs
-    zeros through it in block sizes from 1 sample to 1 s and keeps the worst case (plus rounding).
+    1.5 s of zeros through it in block sizes from 16 samples to 1 s and keeps the worst case, plus the
+    output of 16 input samples (blocks smaller than the smallest tried) and rounding.
     """
     worst = 0.0
-    for block in (1, 17, 160, 1024, 4096, in_rate):
+    for block in (16, 160, 1024, 4096, in_rate):
         stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=QUALITY)
         fed = made = 0
-        for _ in range(max(2, 3 * in_rate // block)):
+        for _ in range(max(2, 3 * in_rate // (2 * block))):
             made += stream.resample_chunk(np.zeros(block, np.float32)).shape[0]
             fed += block
             worst = max(worst, fed * out_rate / in_rate - made)
-    return int(np.ceil(worst)) + 2
+    return int(np.ceil(worst + 16 * out_rate / in_rate)) + 2
 
 
 class Fifo:
