@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -152,7 +153,17 @@ def test_to_file_is_aligned_and_equals_file_mode(mic, file_mode, tmp_path: Path)
     assert [p.name for p in tmp_path.iterdir()] == ["take.wav"], "no temporary file left"
 
 
-def test_ctrl_c_ends_a_recording_and_keeps_the_file(mic, tmp_path: Path, capsys) -> None:
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler for one test, even when the runner was started with SIGINT ignored (a
+    background job), where ``_thread.interrupt_main`` would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.timeout(120)  # a missed Ctrl-C would record forever
+def test_ctrl_c_ends_a_recording_and_keeps_the_file(mic, tmp_path: Path, capsys, python_ctrl_c) -> None:
     out = tmp_path / "take.wav"
     layer = FakeDevices(mic, interrupt_after=10)  # 10 blocks of 16 ms (GTCRN's frame) at 24 kHz
     assert run_live(["--output", str(out), "--channels", "2"], layer) == live.EXIT_OK

@@ -178,7 +178,11 @@ def run(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO) -> int:
     denoiser = load_denoiser(args)
     if denoiser is None:
         return EXIT_SETUP
-    stream = AlignedStream(denoiser.stream(reader.sample_rate, reader.channels), keep_delay=args.live)
+    try:
+        stream = AlignedStream(denoiser.stream(reader.sample_rate, reader.channels), keep_delay=args.live)
+    except ValueError as err:  # e.g. --compat modelscope, whole-file by definition
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SETUP
     block_frames = block_length(args.block_ms, denoiser, reader.sample_rate)
     rate = reader.sample_rate
     say(
