@@ -234,11 +234,15 @@ class LiveSession:
         self.result.error = err
         self._done.set()
 
-    def _wait(self) -> None:
-        """Until the limit, an error, or Ctrl-C (which reaches this, the main thread)."""
+    def _run_device(self, work: Callable[[], None], **settings: Any) -> None:
+        """Open the device, call ``work`` until the limit or an error, close it. Ctrl-C (which reaches this,
+        the main thread) ends the session at any point, opening the device included."""
         try:
-            while not self._done.wait(0.05):
-                pass
+            with self.layer.open(
+                rate=self.rate, channels=self.channels, block_frames=self.block_frames, **settings
+            ):
+                while not self._done.wait(0.02):
+                    work()
         except KeyboardInterrupt:
             self.result.interrupted = True
         self._done.set()
@@ -265,11 +269,13 @@ class LiveSession:
                 take = 0
             outdata[take:] = 0.0
 
-        with self.layer.open(
-            input_device=input_device, output_device=output_device, rate=self.rate, channels=self.channels,
-            block_frames=self.block_frames, callback=callback, duplex=True,
-        ):  # fmt: skip
-            self._wait()
+        self._run_device(
+            lambda: None,
+            input_device=input_device,
+            output_device=output_device,
+            callback=callback,
+            duplex=True,
+        )
         self.result.notes.extend(stream.notes)
         return self.result
 
@@ -312,16 +318,10 @@ class LiveSession:
             contextlib.suppress(_Abandon),
             AudioSink(path, self.rate, self.channels, subtype=subtype or default_subtype_for(path)) as sink,
         ):
-            with self.layer.open(
-                input_device=input_device, output_device=None, rate=self.rate, channels=self.channels,
-                block_frames=self.block_frames, callback=callback, duplex=False,
-            ):  # fmt: skip
-                try:
-                    while not self._done.wait(0.02):
-                        denoise_queued(sink)
-                except KeyboardInterrupt:
-                    self.result.interrupted = True
-                self._done.set()
+            self._run_device(
+                lambda: denoise_queued(sink), input_device=input_device, output_device=None, callback=callback,
+                duplex=False,
+            )  # fmt: skip
             denoise_queued(sink, last=True)  # the device is closed: what it delivered is all there is
         if self.result.error is not None:
             return self.result
