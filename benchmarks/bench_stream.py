@@ -1,69 +1,166 @@
-"""Live cost of ``Denoiser.stream`` with GTCRN on one CPU thread: time per 16 ms hop and real-time factor.
+"""Live streaming cost of GTCRN on one CPU thread: ``Denoiser.stream`` in 16 ms blocks vs the official
+streaming ONNX graph driven frame by frame (``denoise.backends.gtcrn_stream``).
 
-Feeds real speech in hop-sized blocks (256 samples at 16 kHz = 16 ms; the same 16 ms at 48 kHz) and
-times every ``process`` call (CPU time of this process, so other load on the machine counts less), then
-the official streaming ONNX graph driven frame by frame (``GtcrnStreamer``) on the same audio.
+For each configuration, every ``process`` / ``push`` call is timed (wall clock and process CPU time): the cost
+per 16 ms hop (median, p99, max) and the real-time factor (processing seconds / audio seconds). The first
+``--warmup`` calls (allocations, first-call dispatch) are left out of the per-hop figures and in the RTF. The
+input is real noisy speech (a shared clip) repeated to ``--seconds``, at 16 kHz and at 48 kHz (resampled):
+the engine stream resamples to the network's 16 kHz and back; the ONNX graph runs at 16 kHz only (network and
+STFT framing, no resampling), as the official real-time demo does. The last column checks the stream's
+output against file mode (``Denoiser.enhance``) on the same input: the stream is only fast if it is right.
 
-    DENOISE_WEIGHTS_MIRROR=../shared/weights OMP_NUM_THREADS=1 python benchmarks/bench_stream.py --seconds 30
+    DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/bench_stream.py --seconds 30
+    python benchmarks/bench_stream.py --json >> benchmarks/results.jsonl   # JSON lines instead of the table
+
+The machine is shared: read the CPU columns, and compare configurations measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one CPU thread, before numpy/torch/onnxruntime load
+
 import numpy as np
-import torch
 
-from denoise.audio import read_audio, resample
-from denoise.backends.gtcrn_stream import GtcrnStreamBackend
-from denoise.engine import Denoiser
+SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 
-HOP_SECONDS = 0.016
+
+@dataclass
+class StreamCost:
+    label: str
+    rate: int
+    block_ms: float  # audio per call
+    seconds: float
+    calls: int
+    hop_ms_median: float  # wall-clock ms per call (per 16 ms hop when block_ms is 16)
+    hop_ms_p99: float
+    hop_ms_max: float
+    cpu_ms_median: float  # process CPU ms per call
+    cpu_ms_p99: float
+    rtf_wall: float  # whole run: wall seconds / audio seconds
+    rtf_cpu: float  # whole run: CPU seconds / audio seconds
+    latency_ms: float  # the stream's fixed latency
+    snr_vs_file_db: float | None  # output vs Denoiser.enhance on the same input (None: not comparable)
+
+    def row(self) -> str:
+        snr = "–" if self.snr_vs_file_db is None else f"{self.snr_vs_file_db:.1f}"
+        return (
+            f"| {self.label} | {self.rate // 1000} kHz | {self.block_ms:g} | {self.hop_ms_median:.2f} | {self.hop_ms_p99:.2f} | "
+            f"{self.hop_ms_max:.2f} | {self.cpu_ms_median:.2f} | {self.cpu_ms_p99:.2f} | {self.rtf_wall:.3f} | "
+            f"{self.rtf_cpu:.3f} | {self.latency_ms:.1f} | {snr} |"
+        )
+
+
+HEADER = (
+    "| path | rate | block ms | ms / block, median | p99 | max | CPU ms / block, median | CPU p99 | RTF (wall) | "
+    "RTF (CPU) | latency ms | SNR vs file mode dB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def speech(seconds: float, rate: int) -> np.ndarray:
+    """Real noisy speech repeated to ``seconds`` at ``rate``: float32 ``[1, n]``."""
+    from denoise.audio import read_audio, resample
+
     shared = Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    audio = read_audio(shared / "audio/noisy/modelscope_frcrn__speech_with_noise.wav")
-    x = resample(audio.samples[:1], audio.sample_rate, rate)
-    return np.tile(x, (1, int(np.ceil(seconds * rate / x.shape[1]))))[:, : round(seconds * rate)]
+    clip = read_audio(shared / SPEECH)
+    x = resample(clip.samples[:1], clip.sample_rate, rate)
+    reps = int(np.ceil(seconds * rate / x.shape[1]))
+    return np.tile(x, (1, reps))[:, : round(seconds * rate)]
 
 
-def timed(process, x: np.ndarray, hop: int) -> np.ndarray:
-    costs = []
-    for at in range(0, x.shape[-1] - hop + 1, hop):
-        block = x[..., at : at + hop]
-        t = time.process_time()
-        process(block)
-        costs.append(time.process_time() - t)
-    return np.array(costs) * 1000.0
+def timed_calls(step, blocks: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Run ``step`` on every block; returns its outputs and each call's (wall, CPU) seconds."""
+    out, wall, cpu = [], np.zeros(len(blocks)), np.zeros(len(blocks))
+    for i, block in enumerate(blocks):
+        t, c = time.perf_counter(), time.process_time()
+        out.append(step(block))
+        wall[i], cpu[i] = time.perf_counter() - t, time.process_time() - c
+    return out, wall, cpu
 
 
-def row(label: str, costs_ms: np.ndarray, hop_ms: float) -> str:
-    rtf = costs_ms.sum() / (len(costs_ms) * hop_ms)
-    return (f"| {label} | {np.median(costs_ms):.2f} | {np.percentile(costs_ms, 99):.2f} | {rtf:.3f} |")  # fmt: skip
+def summarise(
+    label: str, rate: int, block: float, wall, cpu, warmup: int, latency: int, snr: float | None
+) -> StreamCost:
+    seconds = len(wall) * block
+    w, c = wall[warmup:] * 1000, cpu[warmup:] * 1000
+    return StreamCost(
+        label, rate, 1000 * block, seconds, len(wall),
+        float(np.median(w)), float(np.percentile(w, 99)), float(w.max()),
+        float(np.median(c)), float(np.percentile(c, 99)),
+        float(wall.sum() / seconds), float(cpu.sum() / seconds), 1000 * latency / rate, snr,
+    )  # fmt: skip
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=30.0)
-    args = p.parse_args()
+def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
+    err = np.sum((ref - est).astype(np.float64) ** 2)
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)))
+
+
+def engine_stream(seconds: float, rate: int, block: float, warmup: int, weights: str) -> StreamCost:
+    from denoise.engine import Denoiser
+
+    denoiser = Denoiser(model="gtcrn", weights=weights, device="cpu", threads=1)
+    x = speech(seconds, rate)
+    hop = round(block * rate)
+    stream = denoiser.stream(rate, 1)
+    blocks = [x[:, i : i + hop] for i in range(0, x.shape[1] - hop + 1, hop)]
+    out, wall, cpu = timed_calls(stream.process, blocks)
+    y = np.concatenate([*out, stream.flush()], axis=1)[:, stream.latency :]
+    n = len(blocks) * hop
+    reference = denoiser.enhance(x[:, :n], rate)
+    return summarise(
+        "Denoiser.stream (torch)", rate, block, wall, cpu, warmup, stream.latency, snr_db(reference, y[:, :n])
+    )
+
+
+def onnx_frames(seconds: float, warmup: int) -> StreamCost:
+    from denoise.backends.gtcrn_stream import HOP, SAMPLE_RATE, GtcrnStreamBackend
+
+    backend = GtcrnStreamBackend(threads=1)
+    x = speech(seconds, SAMPLE_RATE)[0]
+    streamer = backend.streamer()
+    blocks = [x[i : i + HOP] for i in range(0, x.size - HOP + 1, HOP)]
+    _, wall, cpu = timed_calls(streamer.push, blocks)
+    # 256 samples ahead of the output plus the 512-sample analysis frame (see gtcrn_stream's docstring)
+    label = "official ONNX graph, frame by frame"
+    return summarise(label, SAMPLE_RATE, HOP / SAMPLE_RATE, wall, cpu, warmup, 2 * HOP, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio per configuration (default 30)")
+    parser.add_argument("--rates", type=int, nargs="+", default=[16000, 48000])
+    parser.add_argument("--block-ms", type=float, default=16.0, help="Denoiser.stream block (default 16)")
+    parser.add_argument("--warmup", type=int, default=10, help="first calls left out of the per-hop figures")
+    parser.add_argument("--weights", default="default", help="GTCRN weights (default: gtcrn_dns3_stream)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per configuration instead")
+    args = parser.parse_args(argv)
+
+    import torch
+
     torch.set_num_threads(1)
-    d = Denoiser(model="gtcrn", threads=1)
-    print("| path (GTCRN, 1 thread) | median ms / 16 ms hop | p99 ms / hop | RTF (CPU) |")
-    print("|---|---|---|---|")
-    for rate in (16000, 48000):
-        live = d.stream(rate, 1)
-        hop = round(HOP_SECONDS * rate)
-        print(row(f"Denoiser.stream, {rate // 1000} kHz mono (latency {1000 * live.latency / rate:.0f} ms)",
-                  timed(live.process, speech(args.seconds, rate), hop), HOP_SECONDS * 1000), flush=True)  # fmt: skip
-    official = GtcrnStreamBackend(arch="gtcrn", threads=1).streamer()
-    x16 = speech(args.seconds, 16000)[0]
-    print(row("official streaming ONNX graph, frame by frame, 16 kHz", timed(official.push, x16, 256), 16.0))
+    block = args.block_ms / 1000
+    results = [engine_stream(args.seconds, rate, block, args.warmup, args.weights) for rate in args.rates]
+    results.append(onnx_frames(args.seconds, args.warmup))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.json:
+        for r in results:
+            print(json.dumps({"bench": "stream", "load": load, **asdict(r)}))
+        return 0
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f}, 1 thread")
+    print(HEADER)
+    for r in results:
+        print(r.row())
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("export_onnx", "export a model to ONNX with a parity report"),
     "quantize": ("quantize", "quantize an ONNX model (INT8 / FP16) with a parity report"),
     "bench": ("bench", "measure speed (RTF) and peak memory"),
+    "stream": ("stream", "denoise raw PCM or WAV from stdin to stdout (pipes: arecord, ffmpeg, aplay)"),
+    "live": ("live", "denoise the microphone live, to the speakers or to a file"),
 }
 
 
