@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("export_onnx", "export a model to ONNX with a parity report"),
     "quantize": ("quantize", "quantize an ONNX model (INT8 / FP16) with a parity report"),
     "bench": ("bench", "measure speed (RTF) and peak memory"),
+    "corpus": ("corpus", "denoise a corpus on a Ray cluster, local or s3:// in and out, with a run manifest"),
 }
 
 
