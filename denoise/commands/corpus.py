@@ -23,9 +23,13 @@ HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", "-i", required=True, help="folder, glob, audio file or input manifest (path/URL)")
+    p.add_argument(
+        "--input", "-i", required=True, help="folder, glob, audio file or input manifest (path/URL)"
+    )
     p.add_argument("--output", "-o", required=True, help="output folder (path or URL); sub-folders mirrored")
-    p.add_argument("--manifest", default=None, help="run manifest, a local JSONL (default: OUTPUT/manifest.jsonl)")
+    p.add_argument(
+        "--manifest", default=None, help="run manifest, a local JSONL (default: OUTPUT/manifest.jsonl)"
+    )
     g = p.add_argument_group("cluster")
     g.add_argument(
         "--address",
@@ -46,9 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_engine_arguments(p)
     o = p.add_argument_group("outputs and records")
-    o.add_argument("--format", dest="out_format", default=None, help="output container by extension, e.g. flac")
+    o.add_argument(
+        "--format", dest="out_format", default=None, help="output container by extension, e.g. flac"
+    )
     o.add_argument("--subtype", default=None, help="output sample format, e.g. PCM_16 (default: as input)")
-    o.add_argument("--score", action="store_true", help="record DNSMOS SIG/BAK/OVRL before and after per file")
+    o.add_argument(
+        "--score", action="store_true", help="record DNSMOS SIG/BAK/OVRL before and after per file"
+    )
     o.add_argument("--hash-inputs", action="store_true", help="record each input's sha256 (resume checks it)")
     o.add_argument("--quiet", "-q", action="store_true", help="no per-file lines or progress bars")
 
@@ -81,7 +89,9 @@ def main(args: argparse.Namespace) -> int:
             cpus_per_worker=args.cpus_per_worker,
             gpus_per_worker=args.gpus_per_worker,
             storage_options=parse_storage_options(args.storage_option),
-            suffix="." + args.out_format.lower().lstrip(".") if args.out_format else (".wav" if args.compat else None),
+            suffix="." + args.out_format.lower().lstrip(".")
+            if args.out_format
+            else (".wav" if args.compat else None),
             subtype=args.subtype,
             score=args.score,
             hash_inputs=args.hash_inputs,

@@ -48,8 +48,12 @@ class CorpusOptions:
 
     input: str  # folder, glob, audio file or input manifest; local path or fsspec URL
     output: str  # folder, local path or fsspec URL
-    manifest: str | None = None  # local JSONL run manifest (default: OUTPUT/manifest.jsonl for a local OUTPUT)
-    address: str | None = None  # Ray cluster: None = $RAY_ADDRESS or a fresh local one; "auto"; "ray://h:10001"
+    manifest: str | None = (
+        None  # local JSONL run manifest (default: OUTPUT/manifest.jsonl for a local OUTPUT)
+    )
+    address: str | None = (
+        None  # Ray cluster: None = $RAY_ADDRESS or a fresh local one; "auto"; "ray://h:10001"
+    )
     workers: int = 1  # actors, each with its own copy of the model
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # fractional: several actors share a GPU
@@ -90,7 +94,9 @@ def default_manifest(options: CorpusOptions) -> Path:
         return Path(options.manifest)
     fs, path = filesystem(options.output, options.storage_options)
     if not is_local(fs):
-        raise CorpusError("the output is not a local folder: give --manifest PATH (a local file) for the run records")
+        raise CorpusError(
+            "the output is not a local folder: give --manifest PATH (a local file) for the run records"
+        )
     return Path(path) / "manifest.jsonl"
 
 
@@ -175,7 +181,9 @@ def run_corpus(
     return summary
 
 
-def _pipeline(ray: Any, todo: list[dict[str, Any]], config: DenoiserConfig, job: CorpusJob, options: CorpusOptions):
+def _pipeline(
+    ray: Any, todo: list[dict[str, Any]], config: DenoiserConfig, job: CorpusJob, options: CorpusOptions
+):
     """The Ray Data plan: one block per input so files spread over every actor."""
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
     return ds.map_batches(
@@ -198,7 +206,9 @@ def ray_session(options: CorpusOptions) -> Iterator[Any]:
         import ray
         import ray.data
     except ImportError as err:
-        raise CorpusError("the cluster path needs Ray: pip install 'speech-denoise-workstation[cluster]'") from err
+        raise CorpusError(
+            "the cluster path needs Ray: pip install 'speech-denoise-workstation[cluster]'"
+        ) from err
     kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if options.address is None and not os.environ.get("RAY_ADDRESS"):
         kwargs["include_dashboard"] = False  # a private local cluster: nothing listens beyond it

@@ -17,6 +17,7 @@ written, never earlier ones) and anyone can read it (``pandas.read_json(path, li
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,7 +58,8 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Every row of a JSONL manifest, in order; [] if it does not exist. A torn last line is ignored."""
+    """Every row of a JSONL manifest, in order; [] if it does not exist. Torn rows (a crash mid-write,
+    fenced off by the next run's writer) are ignored: their files are redone."""
     path = Path(path)
     if not path.exists():
         return []
@@ -65,9 +67,9 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     with path.open("rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
-                break  # the row a crash interrupted: that file is redone
-            if line.strip():
-                rows.append(json.loads(line))
+                break  # the row a crash interrupted
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line)) if line.strip() else None
     return rows
 
 
@@ -107,7 +109,9 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["input"]: row for row in rows}
 
 
-def is_done(row: dict[str, Any] | None, item: dict[str, Any], settings_digest: str, output_intact: bool) -> bool:
+def is_done(
+    row: dict[str, Any] | None, item: dict[str, Any], settings_digest: str, output_intact: bool
+) -> bool:
     """The resume rule: reuse an output only when its row, the input, the settings and the file all match."""
     if row is None or row.get("status") != DONE or row.get("settings_hash") != settings_digest:
         return False

@@ -65,7 +65,9 @@ def _has_magic(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def list_inputs(spec: str, storage_options: dict[str, Any], *, exclude: str | None = None) -> list[CorpusInput]:
+def list_inputs(
+    spec: str, storage_options: dict[str, Any], *, exclude: str | None = None
+) -> list[CorpusInput]:
     """Audio files named by ``spec`` (folder, glob, file or input manifest), sorted by path.
 
     ``exclude`` (a URL or path) leaves out everything below it, e.g. an output folder inside the input.
@@ -110,7 +112,9 @@ def _list_manifest(fs: Any, path: str, storage_options: dict[str, Any]) -> list[
     with fs.open(path, "rb") as f:
         table = reader(f)
     if "path" not in table.column_names:
-        raise CorpusError(f"input manifest {path} has no 'path' column (columns: {', '.join(table.column_names)})")
+        raise CorpusError(
+            f"input manifest {path} has no 'path' column (columns: {', '.join(table.column_names)})"
+        )
     folder = posixpath.dirname(path)
     urls = []
     for value in table.column("path").to_pylist():

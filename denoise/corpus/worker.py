@@ -48,7 +48,7 @@ def process_item(denoiser: Any, item: dict[str, Any], job: CorpusJob) -> dict[st
         "model": denoiser.config.model,
         "weights_sha256": job.weights_sha256,
         "settings_hash": job.settings_hash,
-        "node": socket.gethostname(),
+        "node": _node_name(),
     }
     try:
         with tempfile.TemporaryDirectory(prefix="denoise-corpus-") as scratch:
@@ -103,6 +103,16 @@ def _dnsmos_before_after(source: Path, enhanced: np.ndarray, rate: int) -> dict[
         found, _ = dnsmos_scores(to_16k(samples.mean(axis=0), sr))
         scores.update({f"{name}_{when}": found[name] for name in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")})
     return scores
+
+
+def _node_name() -> str:
+    """The Ray node id when running on Ray (several nodes may share a host), else the host name."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
 
 
 class EnhanceActor:
