@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from denoise.corpus.records import (
 from denoise.corpus.storage import list_inputs, output_intact, target_for
 from denoise.corpus.worker import CorpusJob, process_item
 from denoise.engine import Denoiser, DenoiserConfig
+from denoise_models.atomic import atomic_write_bytes
 
 GTCRN = DenoiserConfig(model="gtcrn", weights="default", threads=1)
 
@@ -202,36 +204,92 @@ RAY_ENV = {
 }
 
 
-def _node_ports() -> list[str]:
-    ports = {
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
+def _node_ports() -> dict[str, int]:
+    names = (
+        "node-manager",
+        "object-manager",
+        "dashboard-agent-listen",
+        "dashboard-agent-grpc",
+        "runtime-env-agent",
+    )
+    return {f"--{name}-port": free_port() for name in (*names, "metrics-export")}
+
+
+def _announce_agent_ports(temp_dir: Path, node_id: str, runtime_env_port: int, stop: threading.Event) -> None:
+    """Write the agent port files the raylet waits for, as soon as the session folder exists.
+
+    The raylet gives its Python agents a fixed 30 s to start and announce their ports, then aborts; on a
+    CPU-starved CI box their imports alone take longer. The runtime-env agent is started on a port we
+    chose, so that one is known; the dashboard agent's HTTP and metrics services are not used here and
+    are announced as off (-1). The agents later write the same files themselves.
+    """
+    values = {
+        "runtime_env_agent_port": runtime_env_port,
+        "dashboard_agent_listen_port": -1,
+        "metrics_agent_port": -1,
+        "metrics_export_port": -1,
     }
-    return [f"{flag}={port}" for flag, port in ports.items()]
+    while not stop.wait(0.05):
+        for session in temp_dir.glob("session_2*"):
+            for name, value in values.items():
+                target = session / f"{name}_{node_id}"
+                if not target.exists():
+                    with contextlib.suppress(OSError):
+                        atomic_write_bytes(target, str(value).encode())
+
+
+# `ray start` with loopback kept as loopback. Ray replaces 127.0.0.1 by the host's routable address, and
+# only its single-node switch (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) stops that, which `ray start --address`
+# then refuses; so the joining node gets the cluster switch on and an identity address resolver.
+RAY_START = (
+    "import sys, ray._private.ray_constants as c, ray._private.services as s;"
+    "c.ENABLE_RAY_CLUSTER = True; s.resolve_ip_for_localhost = lambda host: host;"
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())"
+)
 
 
 def ray_start(args: list[str], temp_dir: Path, env: dict[str, str], attempts: int = 3) -> int:
     """Run ``ray start`` in a new session; returns the session id its daemons live in."""
-    ray = Path(sys.executable).with_name("ray")
     last = ""
     for _ in range(attempts):
-        proc = subprocess.Popen(
-            [str(ray), "start", *args, f"--temp-dir={temp_dir}", "--disable-usage-stats", *_node_ports()],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+        node_id = os.urandom(28).hex()
+        ports = _node_ports()
+        stop = threading.Event()
+        announcer = threading.Thread(
+            target=_announce_agent_ports,
+            args=(temp_dir, node_id, ports["--runtime-env-agent-port"], stop),
+            daemon=True,
         )
-        out, _ = proc.communicate(timeout=300)
+        announcer.start()
+        log = temp_dir / f"ray-start-{node_id[:8]}.log"
+        with log.open("w") as sink:  # not a pipe: the daemons inherit it and would hold it open
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    RAY_START,
+                    "start",
+                    *args,
+                    f"--temp-dir={temp_dir}",
+                    "--disable-usage-stats",
+                    *(f"{flag}={port}" for flag, port in ports.items()),
+                ],
+                env={**env, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            stop.set()
+            announcer.join()
         if proc.returncode == 0:
             return proc.pid
         kill_session(proc.pid)  # a half-started node: its GCS/agents must not linger
-        last = out[-2000:]
+        last = log.read_text()[-2000:]
     pytest.fail(f"ray start {' '.join(args[:2])} failed {attempts} times:\n{last}")
 
 
@@ -266,7 +324,7 @@ class RayCluster:
         sid = ray_start(
             [f"--address={self.address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
             self.root,
-            {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"},  # joining needs the cluster switch on
+            self.env,
         )
         self.sessions.append(sid)
         return sid
