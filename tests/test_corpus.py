@@ -162,6 +162,20 @@ def test_one_item_on_a_worker_equals_enhance_file(tmp_path: Path, gtcrn_weights:
     assert bad["status"] == "failed" and bad["reason"] and "\n" not in bad["reason"]
 
 
+@pytest.mark.slow  # DNSMOS models load in ~10-30 s on a busy 2-core box
+def test_score_records_dnsmos_before_and_after(tmp_path: Path, gtcrn_weights: None) -> None:
+    pytest.importorskip("speechmos")
+    (clip,) = make_clips(tmp_path / "in", 1)
+    job = CorpusJob(settings_hash="h", weights_sha256="w", score=True, hash_inputs=True)
+    item = {"input": str(clip), "input_bytes": 1, "input_mtime": 2.0, "output": str(tmp_path / "o.wav")}
+    record = process_item(Denoiser(GTCRN), item, job)
+    assert record["status"] == DONE, record["reason"]
+    assert record["input_sha256"] == _sha(clip)
+    for name in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
+        assert 1.0 <= record[f"{name}_before"] <= 5.0 and 1.0 <= record[f"{name}_after"] <= 5.0
+    assert record["dnsmos_bak_after"] > record["dnsmos_bak_before"]  # the noise went down
+
+
 # ------------------------------------------------------------------------------------ real processes
 
 

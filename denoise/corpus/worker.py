@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -107,8 +108,6 @@ def _dnsmos_before_after(source: Path, enhanced: np.ndarray, rate: int) -> dict[
 
 def _node_name() -> str:
     """The Ray node id when running on Ray (several nodes may share a host), else the host name."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         return ray.get_runtime_context().get_node_id()
