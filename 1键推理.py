@@ -5,7 +5,8 @@
     python 1键推理.py --help               # every option
 
 This script is `denoise run` with folders beside this file as defaults; all logic lives in the
-`denoise` package.
+`denoise` package. Rerun it after an interruption: what is done (see output/.denoise-manifest.jsonl)
+is skipped. Exit status: 0 all done, 1 some files failed, 2 nothing could run, 130/143 interrupted.
 """
 
 import argparse
@@ -15,9 +16,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # works from a plain checkout too, before `pip install -e .`
 
-from denoise.commands import run  # noqa: E402
 
-if __name__ == "__main__":
+def main() -> int:
+    try:
+        from denoise.commands import run
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing was written, no traceback
+        print("interrupted — nothing was written", file=sys.stderr)
+        return 130
     parser = argparse.ArgumentParser(prog="1键推理.py", description=run.HELP)
     run.add_arguments(parser, input_default=str(HERE / "input"), output_default=str(HERE / "output"))
-    sys.exit(run.main(parser.parse_args()))
+    return run.main(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

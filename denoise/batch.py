@@ -1,26 +1,46 @@
-"""Batch denoising of a folder: walk, skip what is done, one result line per file, a truthful summary.
+"""Batch denoising of a folder, a single file or an input list: one line per file, a truthful summary.
 
-Guarantees: inputs are never modified; each output is written to a temp file and renamed, so an
-interrupted run leaves only complete results and simply resumes; a bad file costs one line, never
-the batch; the exit status is 0 only when nothing failed.
+Guarantees (README "What you can count on"): inputs are never modified; output names are planned for
+the whole batch before any work (:mod:`denoise.plan`); every result is written through
+:class:`denoise.audio.AudioSink` (verified, synced, renamed), so an interrupted or killed run leaves
+only complete results, and the next run removes the temp files a killed one left; every input gets
+one row in the results manifest (:mod:`denoise.manifest`), which is what resume trusts; a bad file
+costs one line, never the batch; Ctrl-C or SIGTERM ends the run with a summary (exit 130 / 143); the
+exit status is 0 only when nothing failed; one run at a time per output folder (a lock on the folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import signal
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from denoise.audio import AudioError, is_audio_path
+from denoise.audio import AudioError, check_output_format, required_subtype
+from denoise.manifest import (
+    MANIFEST_NAME,
+    ManifestWriter,
+    dnsmos_before_after,
+    input_identity,
+    path_text,
+    plan_resume,
+    read_manifest,
+    settings_hash,
+)
+from denoise.plan import SetupError, check_folders, gather_inputs, plan_outputs, printable
+from denoise_models.atomic import remove_stale_temps
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # some files failed; the others were written
-EXIT_SETUP = 2  # nothing could run: weights unavailable, output not writable, bad options
+EXIT_SETUP = 2  # nothing could run: weights unavailable, output not writable, bad options, folder locked
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTERM)
 
 
 class Status(StrEnum):
@@ -40,17 +60,23 @@ class FileResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # audio duration processed
     elapsed: float = 0.0  # wall-clock time spent
+    rate: int = 0
+    channels: int = 0
 
 
 @dataclass
 class BatchSummary:
     results: list[FileResult] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)  # walked past: hidden, not audio, ...
+    interrupted_by: int = 0  # signal number that ended the run early, 0 if none
 
     def count(self, status: Status) -> int:
         return sum(r.status is status for r in self.results)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
         return EXIT_FAILURES if self.count(Status.FAILED) else EXIT_OK
 
     def lines(self) -> list[str]:
@@ -59,121 +85,302 @@ class BatchSummary:
         wall = sum(r.elapsed for r in self.results if r.status is Status.DONE)
         speed = f", {audio / wall:.1f}x real time" if wall > 0 else ""
         out = [f"done {done}, skipped {skipped}, failed {failed} ({audio:.1f} s of audio{speed})"]
-        out += [f"  FAILED {r.source}: {r.reason}" for r in self.results if r.status is Status.FAILED]
+        reasons: dict[str, int] = {}
+        for r in self.results:
+            if r.status is Status.SKIPPED:
+                reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        for _, reason in self.ignored:
+            reasons[f"ignored: {reason}"] = reasons.get(f"ignored: {reason}", 0) + 1
+        out += [f"  {n} {reason}" for reason, n in sorted(reasons.items())]
+        out += [
+            f"  FAILED {printable(r.source)}: {r.reason}" for r in self.results if r.status is Status.FAILED
+        ]
+        if self.interrupted_by:
+            out.append("interrupted — rerun to resume")
         return out
 
 
-class SetupError(RuntimeError):
-    """The batch cannot start (nothing has been written). Exit status 2."""
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs (see :func:`run_batch`)."""
+
+    overwrite: bool = False
+    suffix: str | None = None
+    subtype: str | None = None
+    with_hash: bool = False
+    score: bool = False
+    verbose: bool = False
+    progress: bool = True
 
 
-def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
-    """Audio files below ``input_dir`` (recursively, sorted), leaving out ``exclude`` if it is inside."""
-    files = []
-    for root, dirs, names in os.walk(input_dir):
-        root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and root_path / d != exclude)
-        files += [root_path / n for n in sorted(names) if is_audio_path(root_path / n)]
-    return files
+class Interrupted(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so every ``with`` block cleans up on its way out."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def plan_target(source: Path, input_dir: Path, output_dir: Path, suffix: str | None) -> Path:
-    """The output path mirroring ``source``'s place below ``input_dir``."""
-    rel = source.relative_to(input_dir)
-    return output_dir / (rel.with_suffix(suffix) if suffix else rel)
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Interrupted` (nesting is fine: the outer handler is restored)."""
 
+    def on_term(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
 
-def check_folders(input_dir: Path, output_dir: Path) -> None:
-    """Refuse folders that would lose data or fail late: raise :class:`SetupError` before any work."""
-    if not input_dir.is_dir():
-        raise SetupError(f"input folder {input_dir} does not exist")
-    if output_dir.resolve() == input_dir.resolve():
-        raise SetupError("output folder is the input folder: results would replace your recordings")
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=output_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise SetupError(f"output folder {output_dir} is not writable: {err.strerror or err}") from err
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals to the host program
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def output_lock(
+    output_dir: Path, *, wait: bool = False, echo: Callable[[str], None] = print
+) -> Iterator[None]:
+    """Hold an advisory lock (``fcntl.flock``) on the output folder itself while a run writes to it.
+
+    Locking the folder rather than a lock file leaves nothing behind (a run that fails to start writes
+    nothing) and cannot race with a lock file's removal. Where folders cannot be locked (Windows, some
+    network file systems) the run goes on unlocked.
+    """
+    try:
+        import fcntl
+
+        fd = os.open(output_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise SetupError(
+                    f"another run is writing to {printable(output_dir)}; wait for it to finish or pass --wait"
+                ) from None
+            echo(f"waiting for the other run on {printable(output_dir)} to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # this file system cannot lock folders: unlocked, as before
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def run_batch(
-    input_dir: Path,
+    input_path: Path,
     output_dir: Path,
-    make_denoiser: Callable[[], object],
+    make_denoiser: Callable[[], Any],
     *,
+    settings: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     suffix: str | None = None,
     subtype: str | None = None,
+    manifest_path: Path | None = None,
+    with_hash: bool = False,
+    score: bool = False,
+    wait: bool = False,
+    verbose: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> BatchSummary:
-    """Denoise every audio file below ``input_dir`` into ``output_dir``.
+    """Denoise every input (folder walked recursively, single file, or input list) into ``output_dir``.
 
-    ``make_denoiser`` is called once, and only if there is work to do (so an empty folder never loads
-    weights); exceptions it raises propagate (the caller turns them into exit status 2).
+    ``make_denoiser`` is called once, and only if there is work to do (so an all-done rerun never loads
+    weights); exceptions it raises propagate (the caller turns them into exit status 2). ``settings``
+    are what makes an output (model, weights sha256, engine knobs, format): their hash is recorded and
+    resume redoes outputs made with other settings. ``score`` adds DNSMOS SIG/BAK/OVRL of each input and
+    output to its manifest row (``dnsmos_*_before``/``_after``).
     """
     from tqdm.auto import tqdm
 
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_folders(input_dir, output_dir)
     say = echo or (lambda line: tqdm.write(line, file=sys.stderr))
+    input_path, output_dir = Path(os.path.abspath(input_path)), Path(os.path.abspath(output_dir))
+    if suffix or subtype:  # a bad --format/--subtype is refused before any work
+        try:
+            check_output_format(Path("probe" + (suffix or ".wav")), subtype)
+        except AudioError as err:
+            raise SetupError(str(err)) from err
+    if score and importlib.util.find_spec("speechmos") is None:
+        raise SetupError("--score needs DNSMOS: pip install speechmos")
+    check_folders(input_path, output_dir)
+    opts = BatchOptions(overwrite, suffix, subtype, with_hash, score, verbose, progress)
+    manifest_path = Path(manifest_path or output_dir / MANIFEST_NAME)
+    the_settings = {**(settings or {}), "suffix": suffix, "subtype": subtype}
+    digest = settings_hash(the_settings)
     summary = BatchSummary()
-    todo: list[tuple[Path, Path]] = []
-    for source in find_inputs(input_dir, exclude=output_dir.resolve()):
-        target = plan_target(source, input_dir, output_dir, suffix)
-        if target.exists() and not overwrite:
-            summary.results.append(FileResult(source, target, Status.SKIPPED, "output exists"))
-        else:
-            todo.append((source, target))
-    if not todo:
-        return summary
-    denoiser = make_denoiser()
-    bar = tqdm(todo, unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for source, target in bar:
-        bar.set_postfix_str(source.name[-40:])
-        result = process_one(denoiser, source, target, subtype)
-        summary.results.append(result)
-        say(format_result(result, input_dir))
-    bar.close()
+    with output_lock(output_dir, wait=wait, echo=say), sigterm_interrupts():
+        try:
+            _run_locked(
+                input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings, opts, say
+            )
+        except (KeyboardInterrupt, Interrupted) as err:
+            summary.interrupted_by = err.signum if isinstance(err, Interrupted) else signal.SIGINT
     return summary
 
 
-def process_one(denoiser: object, source: Path, target: Path, subtype: str | None) -> FileResult:
-    """Denoise one file; every failure becomes a :class:`FileResult` with a one-line reason."""
+def _run_locked(
+    input_path: Path,
+    output_dir: Path,
+    make_denoiser: Callable[[], Any],
+    summary: BatchSummary,
+    manifest_path: Path,
+    digest: str,
+    settings: Mapping[str, Any],
+    opts: BatchOptions,
+    say: Callable[[str], None],
+) -> None:
+    from tqdm.auto import tqdm
+
+    stale = remove_stale_temps(output_dir)
+    if opts.verbose and stale:
+        say(f"removed {len(stale)} temp file(s) left by a killed run")
+    files, base, summary.ignored = gather_inputs(input_path, output_dir)
+    plan = plan_outputs(files, base, output_dir, opts.suffix)
+    if opts.verbose:
+        for path, reason in summary.ignored:
+            say(f"  ignored {printable(path)}: {reason}")
+        for source, target in plan.renamed:
+            say(f"  name clash: {printable(source)} -> {printable(target)}")
+        for source, target in plan.targets.items():
+            say(f"  plan {printable(source)} -> {printable(target)}")
+    with ManifestWriter(manifest_path) as manifest:
+
+        def record(result: FileResult, extra: Mapping[str, Any] | None = None) -> None:
+            summary.results.append(result)
+            manifest.append(_row(result, settings, digest, extra or {}))
+
+        for source, (target, reason) in plan.problems.items():
+            record(FileResult(source, target, Status.FAILED, reason))
+            say(format_result(FileResult(source, target, Status.FAILED, reason), base))
+        rows = (
+            []
+            if opts.overwrite
+            else [r for r in read_manifest(manifest_path) if r.get("status") != "skipped"]
+        )
+        todo: list[tuple[Path, Path]] = []
+        for decision in plan_resume(plan.targets.items(), rows, digest, with_hash=opts.with_hash):
+            target = plan.targets[decision.source]
+            if decision.reuse:
+                record(FileResult(decision.source, target, Status.SKIPPED, "done earlier"))
+                if opts.verbose:
+                    say(format_result(summary.results[-1], base))
+            else:
+                todo.append((decision.source, target))
+        if not todo:
+            return
+        denoiser = make_denoiser()
+        with tqdm(todo, unit="file", disable=not opts.progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            for source, target in bar:
+                bar.set_postfix_str(printable(source.name)[-40:])
+                before = _identity_or_none(source, opts.with_hash)
+                result = process_one(denoiser, source, target, opts.subtype or required_subtype(target))
+                if result.status is Status.DONE and not _unchanged(source, before):
+                    with contextlib.suppress(OSError):  # made from a moving target: not a result
+                        target.unlink()
+                    result.status = Status.FAILED
+                    result.reason = (
+                        "the input changed while it was processed (still being copied?); rerun to redo"
+                    )
+                extra = dict(before or {})
+                if opts.score and result.status is Status.DONE:
+                    try:
+                        extra |= dnsmos_before_after(source, target)
+                    except Exception as err:  # a score is a bonus: never fail a written result over it
+                        result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
+                record(result, extra)
+                say(format_result(result, base))
+
+
+def _unchanged(source: Path, before: Mapping[str, Any] | None) -> bool:
+    """Size and mtime as before processing (no re-hash: that would read a large input twice)."""
+    now = _identity_or_none(source, False)
+    return bool(before and now) and all(now[k] == before[k] for k in ("input_size", "input_mtime_ns"))
+
+
+def _identity_or_none(source: Path, with_hash: bool) -> dict[str, Any] | None:
+    try:
+        return input_identity(source, with_hash=with_hash)
+    except OSError:
+        return None
+
+
+def _row(result: FileResult, settings: Mapping[str, Any], digest: str, extra: Mapping[str, Any]) -> dict:
+    """The manifest row of one result (``extra``: identity taken before processing, scores)."""
+    out_size = out_frames = None
+    if result.status is Status.DONE:
+        with contextlib.suppress(OSError, RuntimeError):
+            import soundfile as sf
+
+            out_size = result.target.stat().st_size
+            out_frames = sf.info(os.fsencode(result.target)).frames
+    return {
+        "input": path_text(result.source),
+        **(_identity_or_none(result.source, False) or {}),
+        **extra,
+        "output": path_text(result.target),
+        "output_size": out_size,
+        "output_frames": out_frames,
+        "duration": round(result.seconds, 6),
+        "rate": result.rate or None,
+        "channels": result.channels or None,
+        "model": settings.get("model"),
+        "weights_sha256": settings.get("weights_sha256"),
+        "settings_hash": digest,
+        "status": str(result.status),
+        "reason": result.reason,
+        "wall_s": round(result.elapsed, 4),
+        "notes": result.notes,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def process_one(denoiser: Any, source: Path, target: Path, subtype: str | None) -> FileResult:
+    """Denoise one file; every failure becomes a :class:`FileResult` with a one-line reason.
+
+    KeyboardInterrupt and SIGTERM are not failures: they propagate (the sink removes its temp file).
+    """
     start = time.perf_counter()
     try:
-        enhanced = denoiser.enhance_file(source, target, subtype=subtype)  # type: ignore[attr-defined]
+        enhanced = denoiser.enhance_file(source, target, subtype=subtype)
     except AudioError as err:
-        return FileResult(source, target, Status.FAILED, str(err))
+        return FileResult(source, target, Status.FAILED, str(err), elapsed=time.perf_counter() - start)
     except MemoryError:
         return FileResult(source, target, Status.FAILED, "out of memory: try a smaller --chunk-seconds")
     except Exception as err:  # one file must never take the batch down; say what it was
-        return FileResult(source, target, Status.FAILED, f"{type(err).__name__}: {err}".splitlines()[0])
-    seconds = enhanced.samples.shape[-1] / enhanced.sample_rate
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        return FileResult(source, target, Status.FAILED, reason, elapsed=time.perf_counter() - start)
+    samples = enhanced.samples
     return FileResult(
         source,
         target,
         Status.DONE,
-        notes=enhanced.notes,
-        seconds=seconds,
+        notes=list(enhanced.notes),
+        seconds=samples.shape[-1] / enhanced.sample_rate,
         elapsed=time.perf_counter() - start,
+        rate=int(enhanced.sample_rate),
+        channels=int(samples.shape[0]) if samples.ndim == 2 else 1,
     )
 
 
 def format_result(result: FileResult, base: Path) -> str:
     """One line per file, e.g. ``✓ talk.wav (12.0 s) -> output/talk.wav``."""
     try:
-        name = str(result.source.relative_to(base))
+        name = printable(result.source.relative_to(base))
     except ValueError:
-        name = str(result.source)
+        name = printable(result.source)
     if result.status is Status.FAILED:
         return f"✗ {name}: {result.reason}"
     if result.status is Status.SKIPPED:
         return f"- {name}: skipped ({result.reason}; --overwrite to redo)"
     extra = f" [{'; '.join(result.notes)}]" if result.notes else ""
-    return f"✓ {name} ({result.seconds:.1f} s) -> {result.target}{extra}"
+    return f"✓ {name} ({result.seconds:.1f} s) -> {printable(result.target)}{extra}"
 
 
 def print_summary(summary: BatchSummary) -> None:

@@ -104,7 +104,9 @@ def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tmp_path, capsys) -
     mask = os.umask(0)
     os.umask(mask)
     assert ((out / "good.wav").stat().st_mode & 0o777) == 0o666 & ~mask, "results get the usual permissions"
-    assert not list(out.rglob("*.part")) and not list(out.rglob(".*"))
+    assert not list(out.rglob("*.part"))
+    hidden = sorted(p.name for p in out.rglob(".*"))
+    assert hidden == [".denoise-manifest.jsonl"], "no temp files left, only the results manifest"
 
 
 def test_outputs_keep_rate_channels_length_and_subtype(tmp_path) -> None:

@@ -1,11 +1,12 @@
 """Reading, resampling and writing audio (whole arrays). Shapes are always ``[channels, samples]`` float32.
 
-What counts as a bad file is decided in :mod:`denoise.audio.probe`; writing goes through the one atomic
-writer, :func:`denoise_models.atomic.atomic_output`.
+What counts as a bad file is decided in :mod:`denoise.audio.probe`; every write goes through the block
+writer :class:`denoise.audio.sink.AudioSink` (verified, atomic).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import soundfile as sf
 import soxr
 
 from denoise.audio.probe import AudioError, probe_audio
-from denoise_models.atomic import atomic_output
+from denoise.audio.sink import AudioSink, default_subtype_for
 
 # What libsndfile opens by extension; anything else in a folder is not audio and is left alone.
 AUDIO_EXTENSIONS = frozenset(
@@ -63,7 +64,7 @@ def read_audio(path: str | Path) -> AudioFile:
     """
     info = probe_audio(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = str(err).split(":")[-1].strip() or "unknown format"
         raise AudioError(f"not an audio file libsndfile can read ({reason})") from err
@@ -101,19 +102,6 @@ def output_subtype(source: AudioFile, container: str) -> str:
     return sf.default_subtype(container)
 
 
-def to_int_range(samples: np.ndarray, subtype: str) -> tuple[np.ndarray, int]:
-    """Clip to the representable range of ``subtype`` so an integer cast never wraps around.
-
-    Returns the clipped array and the number of samples that were clipped.
-    """
-    if subtype in {"FLOAT", "DOUBLE"}:
-        return samples, 0
-    bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype, 16)
-    top = 1.0 - 2.0 ** (1 - bits)
-    clipped = int(np.count_nonzero((samples > top) | (samples < -1.0)))
-    return np.clip(samples, -1.0, top), clipped
-
-
 def write_audio(
     path: str | Path,
     samples: np.ndarray,
@@ -122,29 +110,18 @@ def write_audio(
     subtype: str | None = None,
     format: str | None = None,
 ) -> int:
-    """Write ``samples`` (``[channels, samples]`` or ``[samples]``) atomically.
+    """Write ``samples`` (``[channels, samples]`` or ``[samples]``) in one go through :class:`AudioSink`.
 
-    The data goes to a temporary file in the destination folder, which is renamed over ``path`` only
-    when complete, so an interrupted run never leaves a half-written result. Integer subtypes are
-    clipped, never wrapped. Returns the number of clipped samples.
+    The result appears whole and verified under ``path`` or not at all; integer subtypes are clipped,
+    never wrapped. Returns the number of clipped samples.
     """
-    path = Path(path)
     data = np.asarray(samples, dtype=np.float32)
     if data.ndim == 1:
         data = data[None]
-    container = format or container_for(path)
-    subtype = subtype or sf.default_subtype(container)
-    data, clipped = to_int_range(data, subtype)
-    with atomic_output(path) as tmp:
-        sf.write(str(tmp), data.T, sample_rate, subtype=subtype, format=container)
-    return clipped
-
-
-def container_for(path: Path) -> str:
-    """The libsndfile container (e.g. "WAV", "FLAC") a file name asks for; AudioError if none can write it."""
-    ext = path.suffix.lower().lstrip(".")
-    formats = {"wave": "WAV", "oga": "OGG", "opus": "OGG", "aif": "AIFF", "aifc": "AIFF", "snd": "AU"}
-    container = formats.get(ext, ext.upper())
-    if container not in sf.available_formats():
-        raise AudioError(f"cannot write {path.suffix!r} files; choose e.g. .wav or .flac")
-    return container
+    path = Path(path)
+    with AudioSink(
+        path, sample_rate, data.shape[0], subtype=subtype or default_subtype_for(path, format),
+        format=format, expected_frames=data.shape[1],
+    ) as sink:  # fmt: skip
+        sink.write(data)
+    return sink.clipped

@@ -8,10 +8,33 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
+
+# What a file may ask of us before it is refused with one line (README "What you can count on").
+MIN_RATE = 4_000  # Hz; below this there is no speech band to denoise (a "1 Hz" header is a broken file)
+MAX_RATE = 384_000  # Hz; the highest rate audio interfaces record
+MAX_CHANNELS = 32
+
+
+# Working memory one file may need, estimated as decoded float32 samples times the copies the engine
+# holds (input, resampled, output, resampled back, headroom); the budget is half the machine's RAM
+# (the kernel would kill the whole batch past it), or DENOISE_MEMORY_BUDGET_GB.
+def _memory_budget() -> int:
+    override = os.environ.get("DENOISE_MEMORY_BUDGET_GB")
+    if override:
+        return int(float(override) * 2**30)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a conservative 8 GB
+        return 8 * 2**30
+
+
+MEMORY_BUDGET_BYTES = _memory_budget()
+WORKING_COPIES = 6
 
 
 class AudioError(ValueError):
@@ -49,12 +72,71 @@ def probe_audio(path: str | Path) -> AudioInfo:
     if not os.access(path, os.R_OK):
         raise AudioError("cannot open: permission denied")
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: non-UTF-8 names work
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         reason = str(err).split(":")[-1].strip() or "unknown format"
         raise AudioError(f"not an audio file libsndfile can read ({reason})") from err
     except OSError as err:
         raise AudioError(f"cannot read: {err.strerror or err}") from err
-    return AudioInfo(
+    checked = AudioInfo(
         path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype
     )
+    check_limits(checked)
+    if checked.format == "WAV":
+        shortfall = _wav_shortfall(path, st.st_size, checked)
+        if shortfall is not None:
+            promised, held = shortfall
+            checked.notes.append(
+                f"incomplete: header promises {promised:.1f} s, file holds {held:.1f} s — still being copied?"
+            )
+    return checked
+
+
+def check_limits(info: AudioInfo) -> None:
+    """Refuse what cannot be sensible: rate outside [MIN_RATE, MAX_RATE], too many channels, too big."""
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+        raise AudioError(f"sample rate {info.sample_rate:,} Hz is outside {MIN_RATE:,}–{MAX_RATE:,} Hz")
+    if info.channels > MAX_CHANNELS:
+        raise AudioError(f"{info.channels:,} channels; at most {MAX_CHANNELS} are processed")
+    need = info.frames * info.channels * 4 * WORKING_COPIES
+    if need > MEMORY_BUDGET_BYTES:
+        raise AudioError(
+            f"would need about {need / 2**30:.1f} GB of memory (budget {MEMORY_BUDGET_BYTES / 2**30:.1f} GB, "
+            "DENOISE_MEMORY_BUDGET_GB); split the file"
+        )
+
+
+def _wav_shortfall(path: Path, size: int, info: AudioInfo) -> tuple[float, float] | None:
+    """``(promised, held)`` seconds when a RIFF/WAVE data chunk claims more bytes than the file has.
+
+    libsndfile silently shortens its frame count to what is there, so a half-copied WAV would look
+    whole; the header's own data size tells the truth. RF64 and streaming headers (size 0 or 0xFFFFFFFF)
+    make no promise and are left alone.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = fh.read(min(csize, 16))
+                    block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+                    fh.seek(csize - len(fmt) + (csize & 1), os.SEEK_CUR)
+                elif cid == b"data":
+                    if csize in (0, 0xFFFFFFFF) or not block_align:
+                        return None
+                    held = size - fh.tell()
+                    if csize <= held:
+                        return None
+                    rate = info.sample_rate
+                    return csize // block_align / rate, max(held, 0) // block_align / rate
+                else:
+                    fh.seek(csize + (csize & 1), os.SEEK_CUR)
+    except OSError:
+        return None
