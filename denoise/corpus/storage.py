@@ -46,19 +46,19 @@ class CorpusInput:
 
     input: str  # absolute path or URL: the manifest's key
     rel: str  # its place below the input base (posix), mirrored below the output base
-    input_bytes: int
-    input_mtime: float
+    input_size: int
+    input_mtime_ns: int
 
 
-def _mtime(info: dict[str, Any]) -> float:
-    """Modification time in seconds from an fsspec ``info`` dict (local ``mtime``, S3 ``LastModified``)."""
+def _mtime_ns(info: dict[str, Any]) -> int:
+    """Modification time (ns) from an fsspec ``info`` dict (local ``mtime``, S3 ``LastModified``)."""
     value = info.get("mtime", info.get("LastModified", info.get("last_modified", info.get("updated"))))
     if hasattr(value, "timestamp"):
-        return float(value.timestamp())
+        value = value.timestamp()
     try:
-        return float(value)
+        return round(float(value) * 1e9)
     except (TypeError, ValueError):
-        return 0.0
+        return 0
 
 
 def _has_magic(path: str) -> bool:
@@ -98,7 +98,7 @@ def _hidden(path: str, base: str) -> bool:
 
 def _describe(fs: Any, path: str, rel: str) -> CorpusInput:
     info = fs.info(path)
-    return CorpusInput(full_url(fs, path), rel, int(info.get("size") or 0), _mtime(info))
+    return CorpusInput(full_url(fs, path), rel, int(info.get("size") or 0), _mtime_ns(info))
 
 
 def _list_manifest(fs: Any, path: str, storage_options: dict[str, Any]) -> list[CorpusInput]:
@@ -156,6 +156,6 @@ def output_intact(url: str, row: dict[str, Any], storage_options: dict[str, Any]
         size = int(fs.info(path).get("size") or 0)
     except (FileNotFoundError, OSError):
         return False
-    if size != row.get("output_bytes") or size == 0:
+    if size != row.get("output_size") or size == 0:
         return False
     return not is_local(fs) or sha256_file(path) == row.get("output_sha256")

@@ -35,7 +35,7 @@ class CorpusJob:
 
 
 def process_item(denoiser: Any, item: dict[str, Any], job: CorpusJob) -> dict[str, Any]:
-    """Denoise ``item`` (``input``, ``output``, ``input_bytes``, ``input_mtime``) and return its manifest row.
+    """Denoise ``item`` (``input``, ``output``, ``input_size``, ``input_mtime_ns``) and return its manifest row.
 
     A bad file becomes a ``failed`` row with a one-line reason; only a dying process loses the row (Ray
     then retries the file, and the atomic writes mean no partial output is ever visible).
@@ -43,8 +43,8 @@ def process_item(denoiser: Any, item: dict[str, Any], job: CorpusJob) -> dict[st
     start = time.perf_counter()
     record = {
         "input": item["input"],
-        "input_bytes": item["input_bytes"],
-        "input_mtime": item["input_mtime"],
+        "input_size": item["input_size"],
+        "input_mtime_ns": item["input_mtime_ns"],
         "output": item["output"],
         "model": denoiser.config.model,
         "weights_sha256": job.weights_sha256,
@@ -77,33 +77,22 @@ def _enhance_one(denoiser: Any, item: dict[str, Any], job: CorpusJob, scratch: P
     written = Path(out_path) if is_local(out_fs) else scratch / ("output" + Path(out_path).suffix)
     enhanced = denoiser.enhance_file(source, written, subtype=job.subtype)
     facts: dict[str, Any] = {
-        "duration_s": enhanced.samples.shape[-1] / enhanced.sample_rate,
-        "sample_rate": enhanced.sample_rate,
+        "duration": enhanced.samples.shape[-1] / enhanced.sample_rate,
+        "rate": enhanced.sample_rate,
         "channels": int(enhanced.samples.shape[0]),
         "notes": "; ".join(enhanced.notes),
-        "output_bytes": written.stat().st_size,
+        "output_size": written.stat().st_size,
         "output_sha256": sha256_file(written),
     }
     if job.hash_inputs:
         facts["input_sha256"] = sha256_file(source)
     if job.score:
-        facts.update(_dnsmos_before_after(source, enhanced.samples, enhanced.sample_rate))
+        from denoise.manifest import dnsmos_before_after
+
+        facts.update(dnsmos_before_after(source, written))
     if not is_local(out_fs):
         out_fs.put_file(str(written), out_path)
     return facts
-
-
-def _dnsmos_before_after(source: Path, enhanced: np.ndarray, rate: int) -> dict[str, float]:
-    """DNSMOS SIG/BAK/OVRL of the input and of the output (channels averaged), for filtering a corpus."""
-    from denoise.audio import read_audio
-    from denoise.metrics import dnsmos_scores, to_16k
-
-    noisy = read_audio(source)
-    scores: dict[str, float] = {}
-    for when, samples, sr in (("before", noisy.samples, noisy.sample_rate), ("after", enhanced, rate)):
-        found, _ = dnsmos_scores(to_16k(samples.mean(axis=0), sr))
-        scores.update({f"{name}_{when}": found[name] for name in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")})
-    return scores
 
 
 def _node_name() -> str:
