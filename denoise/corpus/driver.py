@@ -196,6 +196,7 @@ def _pipeline(
         # A dead node or worker: restart the actor elsewhere and re-run its files (also Ray Data's default).
         max_restarts=-1,
         max_task_retries=-1,
+        scheduling_strategy="SPREAD",  # actors over as many nodes as possible: a lost node costs less
     )
 
 
