@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "measure speed (RTF) and peak memory"),
     "stream": ("stream", "denoise raw PCM or WAV from stdin to stdout (pipes: arecord, ffmpeg, aplay)"),
     "live": ("live", "denoise the microphone live, to the speakers or to a file"),
+    "corpus": ("corpus", "denoise a corpus on a Ray cluster, local or s3:// in and out, with a run manifest"),
 }
 
 
