@@ -26,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from denoise.tutorial import shared_dir
+
 RATE, CHANNELS = 48000, 2
 SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 FRCRN_TEST_WEIGHTS = "fixtures/frcrn/frcrn_testweights_seed0.pt"
 RUN = "from denoise.engine import Denoiser; import sys; Denoiser(model=sys.argv[1], weights=sys.argv[2])" \
     ".enhance_file(sys.argv[3], sys.argv[4])"  # fmt: skip
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def make_input(path: Path, minutes: float) -> Path:

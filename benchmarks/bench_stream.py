@@ -24,11 +24,12 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one CPU thread, before numpy/torch/onnxruntime load
 
 import numpy as np
+
+from denoise.tutorial import shared_dir
 
 SPEECH = "audio/noisy/modelscope_frcrn__speech_with_noise.wav"
 
@@ -69,7 +70,7 @@ def speech(seconds: float, rate: int) -> np.ndarray:
     """Real noisy speech repeated to ``seconds`` at ``rate``: float32 ``[1, n]``."""
     from denoise.audio import read_audio, resample
 
-    shared = Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    shared = shared_dir()
     clip = read_audio(shared / SPEECH)
     x = resample(clip.samples[:1], clip.sample_rate, rate)
     reps = int(np.ceil(seconds * rate / x.shape[1]))

@@ -11,13 +11,12 @@ within +-1 s of each seam.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import numpy as np
 
 from denoise.audio import read_audio, resample
 from denoise.engine import Denoiser
+from denoise.tutorial import shared_dir
 
 
 def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
@@ -28,7 +27,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=24.0)
     args = p.parse_args()
-    shared = Path(os.environ.get("DENOISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    shared = shared_dir()
     pieces: list[np.ndarray] = []
     for path in sorted((shared / "eval/vbd/noisy").glob("*.wav")):
         audio = read_audio(path)

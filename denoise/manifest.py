@@ -69,6 +69,7 @@ class ManifestWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd = -1  # opened with the first row: a run that writes nothing leaves no manifest
+        self._torn = False  # the file ended mid-row when opened (see append)
 
     def append(self, record: Mapping[str, Any]) -> None:
         if self._fd < 0:
@@ -76,8 +77,11 @@ class ManifestWriter:
             # O_APPEND: writers sharing one file (cluster workers) never interleave within a line.
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
             self._fd = os.open(self.path, flags, 0o666)
+            self._torn = _ends_torn(self.path)
         line = json.dumps(dict(record), ensure_ascii=True, default=str) + "\n"  # ascii: no encoding issues
         data = line.encode("ascii", "backslashreplace")
+        if self._torn:  # a crash cut the last row short: end it, so this row stays readable on its own line
+            data, self._torn = b"\n" + data, False
         written = os.write(self._fd, data)
         if written != len(data):
             raise OSError(f"manifest row cut short ({written} of {len(data)} bytes)")
@@ -244,3 +248,16 @@ def weights_sha256(weights: str | Path | None, arch: str) -> str | None:
         return entry.sha256
     path = Path(name).expanduser()
     return file_sha256(path) if path.is_file() else None
+
+
+def _ends_torn(path: Path) -> bool:
+    """True when ``path`` is non-empty and does not end with a newline (a row cut short by a crash)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False

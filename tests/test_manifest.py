@@ -46,6 +46,15 @@ def test_rows_survive_a_torn_last_line_and_odd_names(tmp_path: Path) -> None:
     assert path.read_bytes().count(b"\n") == 2, "one line per row, newlines in names escaped"
 
 
+def test_a_run_after_a_torn_row_keeps_its_own_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"input": "a.wav", "status": "done"}\n{"input": "c.wav", "sta')  # killed mid-row
+    with ManifestWriter(path) as writer:  # the next run
+        writer.append({"input": "c.wav", "status": "done"})
+        writer.append({"input": "d.wav", "status": "done"})
+    assert [r["input"] for r in read_manifest(path)] == ["a.wav", "c.wav", "d.wav"]
+
+
 def test_writer_creates_nothing_until_a_row_is_written(tmp_path: Path) -> None:
     with ManifestWriter(tmp_path / "m.jsonl"):
         pass

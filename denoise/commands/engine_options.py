@@ -73,17 +73,11 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 def engine_config(args: argparse.Namespace) -> DenoiserConfig:
     """The :class:`DenoiserConfig` the options describe (architecture inferred from the weights if needed)."""
     arch = resolve_arch(args.model, args.weights)
-    onnx_path = args.onnx_path
-    if args.backend == "onnx" and onnx_path is None:
-        # backends run a given graph; finding (or making, once) the cached export happens here
-        from denoise.export import ensure_onnx
-
-        onnx_path = str(ensure_onnx(arch, args.weights))
     return DenoiserConfig(
         model=arch,
         weights=args.weights,
         backend=args.backend,
-        onnx_path=onnx_path,
+        onnx_path=args.onnx_path,
         device=args.device,
         precision=args.precision,
         threads=args.threads,

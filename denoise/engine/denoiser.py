@@ -72,6 +72,14 @@ class Denoiser:
         options: dict[str, object] = {"arch": c.model, "weights": c.weights, "device": c.device}
         if c.backend == "torch":
             options["precision"] = c.precision
+        elif c.backend == "onnx":
+            # Backends run a given graph and never export: the cached export is located (or made) here.
+            if c.onnx_path is None:
+                from denoise.export import ensure_onnx
+
+                options["onnx_path"] = str(ensure_onnx(c.model, c.weights))
+            else:
+                options["onnx_path"] = c.onnx_path
         else:
             options["onnx_path"] = c.onnx_path
         return create_backend(c.backend, threads=c.threads, **options)
