@@ -35,12 +35,13 @@ ENV LANG=C.UTF-8 \
 # The env is first on PATH for every process, so `docker run IMAGE python …` needs no activation.
 ENV PATH=${CONDA_DIR}/envs/${ENV_NAME}/bin:${CONDA_DIR}/bin:${PATH}
 
-# OS packages: curl fetches the conda installer, tini reaps zombies and forwards signals as PID 1.
+# OS packages: curl fetches the conda installer, tini reaps zombies and forwards signals as PID 1,
+# libportaudio2 is what `denoise live` (sounddevice) talks to the sound card through.
 # Versions come with the pinned base image's distribution release; pinning each one would break the build
 # at the distribution's next security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install --yes --no-install-recommends ca-certificates curl tini \
+    && apt-get install --yes --no-install-recommends ca-certificates curl tini libportaudio2 \
     && rm -rf /var/lib/apt/lists/*
 
 # The user owns the env prefix and the workspace (created here, filled below).

@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU wheel by default (seconds to install); on a CUDA box: make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
-EXTRAS ?= eval,onnx,train,notebooks,cluster,dev
+EXTRAS ?= eval,onnx,train,notebooks,live,cluster,dev
 ARGS   ?=
 PYTEST_ARGS ?=
 # Reference data (parity fixtures, GTCRN weights mirror) live beside the repository.

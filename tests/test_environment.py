@@ -29,7 +29,7 @@ ENV_NAME = "speech_frcrn_ans_cirm_16k"
 
 # pyproject extras whose packages the image's env must provide too (the notebooks, fine-tuning, ONNX and
 # scoring run inside the container). [dev] is for development machines only.
-IMAGE_EXTRAS = ("notebooks", "onnx", "train", "eval")
+IMAGE_EXTRAS = ("notebooks", "onnx", "train", "eval", "live")
 # pyproject name -> the distribution environment.yml provides instead (same import name)
 PROVIDED_BY = {"onnxruntime": "onnxruntime-gpu"}
 # left out of the image on purpose, with the reason the README repeats

@@ -6,6 +6,8 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v chromium >/dev/null || need+=(chromium fonts-liberation)
+# PortAudio for `denoise live` (its test runs on ALSA's null device)
+ldconfig -p | grep -q libportaudio.so.2 || need+=(libportaudio2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing system packages: ${need[*]}"
 apt-get update -qq
