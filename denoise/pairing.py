@@ -1,4 +1,4 @@
-"""One rule for finding audio files in a folder and pairing noisy files with their references.
+"""One rule for pairing noisy files with their references (files are found by the one walker, denoise.walk).
 
 ``denoise eval`` (noisy ↔ clean reference ↔ another system's enhanced output) and paired fine-tuning
 (noisy ↔ clean target) both pair through :func:`pair_folders`, so a folder is paired the same way by both.
@@ -22,36 +22,14 @@ DNSMOS); fine-tuning leaves such files out and says so. Nothing here opens an au
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from denoise.audio import is_audio_path
+from denoise.walk import audio_files
 
 _DNS_ID = re.compile(r"(?:^|_)(fileid_\d+)$")
-
-
-def audio_files(folder: str | Path, *, recursive: bool = False, patterns: Sequence[str] = ()) -> list[Path]:
-    """Audio files of ``folder`` (by extension, hidden files skipped), sorted by path.
-
-    ``recursive`` walks sub-folders too. ``patterns`` keeps only files whose path relative to ``folder``
-    matches one of these globs (e.g. ``"fan_*.wav"``, ``"kitchen/*"``).
-
-    Raises:
-        FileNotFoundError: ``folder`` is not a folder.
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder {root} does not exist")
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    files = sorted(p for p in candidates if p.is_file() and is_audio_path(p))
-    if patterns:
-        files = [
-            p for p in files if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in patterns)
-        ]
-    return files
 
 
 def dns_id(stem: str) -> str | None:

@@ -13,8 +13,10 @@ Rules (README "What you can count on"):
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +55,13 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def walk_inputs(root: str | Path, exclude: list[Path] | tuple[Path, ...] = ()) -> Walk:
-    """Inputs below ``root`` (or ``root`` itself when it is a file), leaving out ``exclude``d folders."""
+def walk_inputs(
+    root: str | Path, exclude: list[Path] | tuple[Path, ...] = (), *, recursive: bool = True
+) -> Walk:
+    """Inputs below ``root`` (or ``root`` itself when it is a file), leaving out ``exclude``d folders.
+
+    ``recursive=False`` takes only the files directly in ``root`` (sub-folders are counted as skipped).
+    """
     root = Path(root)
     walk = Walk(root)
     if not root.is_dir():
@@ -85,6 +92,8 @@ def walk_inputs(root: str | Path, exclude: list[Path] | tuple[Path, ...] = ()) -
             if is_dir:
                 if _identity(path) in excluded:
                     walk.skipped.append((path, "output folder"))
+                elif not recursive:
+                    walk.skipped.append((path, "sub-folder (not walked)"))
                 elif entry.name.startswith("."):
                     walk.skipped.append((path, "hidden folder"))
                 else:
@@ -103,3 +112,18 @@ def walk_inputs(root: str | Path, exclude: list[Path] | tuple[Path, ...] = ()) -
         pending.extend(reversed(subfolders))
     walk.files.sort()
     return walk
+
+
+def audio_files(folder: str | Path, *, recursive: bool = False, patterns: Sequence[str] = ()) -> list[Path]:
+    """The audio files of ``folder`` (the walk's rules), sorted; a one-line error if it is not a folder.
+
+    ``recursive`` walks sub-folders too. ``patterns`` keeps only files whose path relative to ``folder``
+    matches one of these globs (e.g. ``"fan_*.wav"``, ``"kitchen/*"``). Used by eval and fine-tuning.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder {root} does not exist")
+    files = walk_inputs(root, recursive=recursive).files
+    if patterns:
+        files = [p for p in files if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in patterns)]
+    return files
