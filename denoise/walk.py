@@ -125,5 +125,7 @@ def audio_files(folder: str | Path, *, recursive: bool = False, patterns: Sequen
         raise FileNotFoundError(f"audio folder {root} does not exist")
     files = walk_inputs(root, recursive=recursive).files
     if patterns:
-        files = [p for p in files if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in patterns)]
+        files = [
+            p for p in files if any(fnmatch.fnmatch(p.relative_to(root).as_posix(), g) for g in patterns)
+        ]
     return files

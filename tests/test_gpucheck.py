@@ -107,7 +107,8 @@ def test_a_crashing_check_fails_without_stopping_the_others() -> None:
 
 @pytest.mark.slow
 def test_self_test_on_cpu(tmp_path, capsys) -> None:
-    """Device selection, the engine, chunk batching and ONNX Runtime through the check's own code, CPU vs CPU."""
+    """Device selection, the engine, chunk batching, the GTCRN stream and ONNX Runtime through the check's own
+    code, CPU vs CPU."""
     out = tmp_path / "summary.json"
     argv = [
         "--device",
@@ -115,17 +116,18 @@ def test_self_test_on_cpu(tmp_path, capsys) -> None:
         "--models",
         "gtcrn",
         "--checks",
-        "device,engine,batching,onnx",
+        "device,engine,batching,stream,onnx",
         "--out",
         str(out),
     ]
     assert gpucheck.main([*argv, "--workdir", str(tmp_path / "work")]) == gpucheck.EXIT_OK
     summary = json.loads(out.read_text())
     assert summary == json.loads(capsys.readouterr().out)
-    assert set(summary["checks"]) == {"device", "engine_gtcrn", "batching", "onnx_gtcrn"}
+    assert set(summary["checks"]) == {"device", "engine_gtcrn", "batching", "stream", "onnx_gtcrn"}
     assert all(check["ok"] for check in summary["checks"].values())
     assert summary["checks"]["engine_gtcrn"]["fp32"]["snr_db"] == "inf"  # CPU vs CPU: the same arithmetic
     assert summary["checks"]["batching"]["batch_size"] > 1
+    assert summary["checks"]["stream"]["snr_db"] == "inf" or summary["checks"]["stream"]["snr_db"] >= 60
 
 
 @pytest.mark.slow
