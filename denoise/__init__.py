@@ -1,5 +1,5 @@
 """The speech-denoising application: audio I/O, the Denoiser engine, batch runs, evaluation,
-fine-tuning and export. Networks and weights live in the sibling package ``model``.
+fine-tuning and export. Networks and weights live in the sibling package ``denoise_models``.
 
 Small public API::
 
