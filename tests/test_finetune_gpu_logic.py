@@ -104,6 +104,7 @@ def test_process_devices_and_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     assert D.process_group_backend(CUDA) == "nccl" and D.process_group_backend(torch.device("cpu")) == "gloo"
     assert D.process_device("cpu", 3) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # the selector also checks the index exists
     assert D.process_device("auto", 1) == torch.device("cuda:1")  # one GPU per torchrun process
     assert D.process_device("cuda", 2) == torch.device("cuda:2")
     assert D.process_device("cuda:0", 2) == torch.device("cuda:0")  # an explicit index wins
