@@ -4,9 +4,10 @@ puts back, on ``shared/eval/fullband48k_dev`` (metrics: its README; means over t
     DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/eval_fullband.py --model gtcrn \\
         --peer deepfilternet3=runs/peers/fullband48k_dev/deepfilternet3
 
-Rows: the noisy input; the network today (band deleted: ``Denoiser.enhance`` resamples to 16 kHz and
-back); the network plus the noisy high band added back unchanged; the network plus each method of
-:mod:`denoise.fullband`; any peer whose enhanced files (same names, 48 kHz, delay removed) are given
+Rows: the noisy input; the network band-limited (``full_band=False``: the engine resamples to 16 kHz
+and back); the network plus the noisy high band added back unchanged; the network plus each method of
+:mod:`denoise.fullband` (applied to the whole arrays); the engine's default output (the stage inside the
+streaming engine, end to end: must match the `tracked` row); any peer whose enhanced files (same names, 48 kHz, delay removed) are given
 with ``--peer NAME=DIR`` (DeepFilterNet3: ``benchmarks/eval_peers.py``, in its own venv).
 
 ``--own N`` scores N mixtures of our own instead, built from the source recordings in
@@ -30,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from denoise import Denoiser
 from denoise.audio import resample
-from denoise.export import shared_dir
 from denoise.fullband import METHODS, NETWORK_RATE, apply_full_band
 from denoise.metrics_fullband import FULLBAND_METRICS, fullband_scores
+from denoise.tutorial import shared_dir
 from denoise_models.atomic import atomic_output
 
 RATE = 48000  # the dev set's rate
@@ -115,11 +116,13 @@ def main() -> int:
     args = p.parse_args()
 
     items = own_mixtures(args.own, args.seed) if args.own else dev_set()
-    denoiser = Denoiser(model=args.model, weights=args.weights)
+    denoiser = Denoiser(model=args.model, weights=args.weights, full_band=False)  # today's output
+    engine = Denoiser(model=args.model, weights=args.weights)  # the default: the stage inside the engine
     peers = dict(spec.split("=", 1) for spec in args.peer)
     label = args.model.upper()
     systems = ["noisy", f"{label} today (band deleted)", f"{label} + noisy band added back"]
-    systems += [f"{label} + full band `{m}`" for m in METHODS if m != "passthrough"] + list(peers)
+    systems += [f"{label} + full band `{m}`" for m in METHODS if m != "passthrough"]
+    systems += [f"{label} through the engine (default, full band)", *peers]
     scores: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     stage_wall = stage_cpu = 0.0
     for name, noisy, clean in items:
@@ -136,6 +139,7 @@ def main() -> int:
                 if method == "tracked":
                     stage_wall += time.perf_counter() - wall
                     stage_cpu += time.process_time() - cpu
+        outputs[f"{label} through the engine (default, full band)"] = engine.enhance(noisy, RATE)
         for peer, folder in peers.items():
             out, sr = sf.read(Path(folder) / f"{name}.wav", dtype="float32")
             if sr != RATE or out.shape != noisy.shape:

@@ -4,7 +4,9 @@ Noisy files are paired with their clean references and (when scoring another sys
 enhanced files by :func:`denoise.pairing.pair_folders`, the rule fine-tuning uses too. A noisy file
 without a reference is still scored with the non-intrusive DNSMOS.
 
-Every signal is scored at 16 kHz, channel 0 only (the metrics are mono). Intrusive metrics of the noisy
+Every signal is scored at 16 kHz, channel 0 only (the metrics are mono). Files above 16 kHz with a clean
+reference are also scored at their own rate with the full-band metrics (:mod:`denoise.metrics_fullband`:
+the 8 kHz-Nyquist band the 16 kHz metrics cannot see); 16 kHz files leave those columns empty. Intrusive metrics of the noisy
 input and of the enhanced output are computed over one common span (the shortest of the three files),
 so that their difference is a fair improvement. A file that cannot be read or enhanced is reported and
 skipped; a metric that cannot be computed (e.g. PESQ on < 0.25 s) is NaN with a note.
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from denoise import metrics
-from denoise.audio import AudioError, read_audio, write_audio
+from denoise.audio import AudioError, read_audio, resample, write_audio
+from denoise.metrics_fullband import fullband_pair_scores
 from denoise.pairing import Pair, pair_folders
 from denoise.scores import (
     EvalConfig,
@@ -66,6 +69,15 @@ def _length_note(what: str, n_ref: int, n_other: int) -> str | None:
     return f"{what} is {abs(diff):.2f} s {'longer' if diff > 0 else 'shorter'}; scored over the common span"
 
 
+def _read_channel0(path: Path) -> tuple[np.ndarray, int, list[str]]:
+    """Channel 0 of an audio file at its own rate, the rate, and the read notes."""
+    audio = read_audio(path)
+    notes = list(audio.notes)
+    if audio.channels > 1:
+        notes.append(f"{audio.channels} channels: channel 0 scored")
+    return metrics.channel0(audio.samples), audio.sample_rate, notes
+
+
 def score_signals(
     noisy: np.ndarray, enhanced: np.ndarray, clean: np.ndarray | None, dnsmos: bool = True
 ) -> tuple[dict[str, float], list[str]]:
@@ -101,7 +113,7 @@ def score_pair(
     """Score one pair; any failure to read, match or enhance becomes ``FileResult.error`` (no exception).
 
     ``enhance`` runs the model on the noisy file when the pair has no pre-computed enhanced file;
-    ``save_to`` (a folder) keeps that output as ``<name>.wav`` at 16 kHz.
+    ``save_to`` (a folder) keeps that output as ``<name>.wav`` at the rate the model returned it.
     """
     result = FileResult(file=pair.noisy.name, clean_file=pair.clean.name if pair.clean else "")
     try:
@@ -114,24 +126,22 @@ def score_pair(
         noisy = metrics.to_16k(noisy_native, audio.sample_rate)
 
         if pair.enhanced is not None:
-            enhanced, _, _, notes = metrics.read_16k(pair.enhanced)
+            enhanced_native, enhanced_sr, notes = _read_channel0(pair.enhanced)
             result.notes += [f"enhanced file: {n}" for n in notes]
         elif enhance is not None:
-            out, out_sr = enhance(noisy_native, audio.sample_rate)
-            enhanced = metrics.to_16k(np.asarray(out, dtype=np.float32), out_sr)
+            out, enhanced_sr = enhance(noisy_native, audio.sample_rate)
+            enhanced_native = np.asarray(out, dtype=np.float32)
             if save_to is not None:
                 save_to.mkdir(parents=True, exist_ok=True)
-                write_audio(
-                    save_to / f"{pair.noisy.stem}.wav",
-                    enhanced[None, :].astype(np.float32),
-                    metrics.SAMPLE_RATE,
-                )
+                write_audio(save_to / f"{pair.noisy.stem}.wav", enhanced_native[None, :], enhanced_sr)
         else:
             raise AudioError("no enhanced file with this name")
+        enhanced = metrics.to_16k(enhanced_native, enhanced_sr)
 
         clean = None
         if pair.clean is not None:
-            clean, _, _, notes = metrics.read_16k(pair.clean)
+            clean_native, clean_sr, notes = _read_channel0(pair.clean)
+            clean = metrics.to_16k(clean_native, clean_sr)
             result.notes += [f"clean file: {n}" for n in notes]
             if note := _length_note("noisy vs clean: noisy", len(clean), len(noisy)):
                 result.notes.append(note)
@@ -139,6 +149,12 @@ def score_pair(
             result.notes.append(note)
         result.scores, notes = score_signals(noisy, enhanced, clean, dnsmos=dnsmos)
         result.notes += notes
+        rate = audio.sample_rate
+        if clean is not None and rate > metrics.SAMPLE_RATE:  # the band above 8 kHz, at the file's rate
+            at_rate = [
+                resample(v, r, rate) for v, r in ((enhanced_native, enhanced_sr), (clean_native, clean_sr))
+            ]
+            result.scores.update(fullband_pair_scores(noisy_native, *at_rate, rate))
     except (AudioError, ValueError, RuntimeError, OSError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     return result
@@ -196,27 +212,35 @@ def evaluate(config: EvalConfig, enhance: Enhancer | None = None) -> EvalResult:
     return outcome
 
 
-def _example_signals(result: EvalResult, row: FileResult, enhance: Enhancer | None) -> dict[str, np.ndarray]:
-    """Re-read (or re-enhance) one file for the report's spectrogram: noisy, enhanced and clean at 16 kHz."""
+def _example_signals(
+    result: EvalResult, row: FileResult, enhance: Enhancer | None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Re-read (or re-enhance) one file for the report's spectrogram: noisy, enhanced and clean at the
+    noisy file's rate (a 48 kHz file shows its full band), and that rate."""
     cfg = result.config
     pair = next(
         p
         for p in pair_folders(cfg.noisy_dir, cfg.clean_dir, enhanced_dir=cfg.enhanced_dir)
         if p.noisy.name == row.file
     )
-    signals = {"noisy": metrics.read_16k(pair.noisy)[0]}
+    noisy, rate, _ = _read_channel0(pair.noisy)
+
+    def at_rate(path: Path) -> np.ndarray:
+        x, sr, _ = _read_channel0(path)
+        return resample(x, sr, rate)
+
+    signals = {"noisy": noisy}
     saved = cfg.out_dir / "enhanced" / f"{pair.noisy.stem}.wav"
     if pair.enhanced is not None:
-        signals[cfg.label] = metrics.read_16k(pair.enhanced)[0]
+        signals[cfg.label] = at_rate(pair.enhanced)
     elif saved.exists():
-        signals[cfg.label] = metrics.read_16k(saved)[0]
+        signals[cfg.label] = at_rate(saved)
     elif enhance is not None:
-        audio = read_audio(pair.noisy)
-        out, out_sr = enhance(audio.samples[0], audio.sample_rate)
-        signals[cfg.label] = metrics.to_16k(out, out_sr)
+        out, out_sr = enhance(noisy, rate)
+        signals[cfg.label] = resample(np.asarray(out, dtype=np.float32), out_sr, rate)
     if pair.clean is not None:
-        signals["clean reference"] = metrics.read_16k(pair.clean)[0]
-    return signals
+        signals["clean reference"] = at_rate(pair.clean)
+    return signals, rate
 
 
 def engine_enhancer(model: str | None = None, weights: str = "default", **engine_options: object) -> Enhancer:

@@ -232,6 +232,7 @@ def engine_settings(config: Any) -> dict[str, Any]:
     settings = {name: getattr(config, name, None) for name in fields}
     settings["keep_level"] = getattr(config, "keep_level", True)
     settings["compat"] = getattr(config, "compat", None)
+    settings["full_band"] = getattr(config, "full_band", True)
     settings["weights_sha256"] = weights_sha256(config.weights, config.model)
     return settings
 

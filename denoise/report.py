@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise import metrics
 from denoise.plots import figure, log_spectrogram, save_png, spectrogram_figure
 from denoise.scores import EvalResult, FileResult, summary_table
 from denoise_models.atomic import atomic_output
 
-# The signals of one example file, by panel name ("noisy", the system's label, "clean reference"), at
-# metrics.SAMPLE_RATE.
-ExampleSignals = Callable[[FileResult], dict[str, np.ndarray]]
+# The signals of one example file, by panel name ("noisy", the system's label, "clean reference"), and
+# the rate they are at (the noisy file's own: a 48 kHz file shows its full band).
+ExampleSignals = Callable[[FileResult], tuple[dict[str, np.ndarray], int]]
 
 __all__ = [
     "IMPROVEMENT_PLOTS", "ExampleSignals", "comparison_table", "improvement_png", "improvement_table",
@@ -112,6 +111,9 @@ def write_report(result: EvalResult, example_signals: ExampleSignals | None = No
         f"- time: {result.seconds:.1f} s",
         "",
         "All metrics at 16 kHz on channel 0. PESQ = wide-band P.862.2; DNSMOS = P.835 SIG/BAK/OVRL and P.808.",
+        "Files above 16 kHz with a clean reference also get the full-band metrics at their own rate: "
+        "`fb_si_sdr` (whole band), `lb_si_sdr` (0-8 kHz), and of the 8 kHz-Nyquist band `hf_segsnr`, "
+        "`hf_lsd` (log-spectral distance, dB) and `hf_energy_db` (output vs clean; 0 is right).",
         "`delta_*` / `si_snri` = enhanced − noisy per file; the 95 % CI is Student-t over files.",
         "",
         "## Summary",
@@ -132,11 +134,11 @@ def write_report(result: EvalResult, example_signals: ExampleSignals | None = No
         lines += ["## Examples (worst, median, best)", ""]
     for row in examples:
         try:
-            signals = example_signals(row)
+            signals, rate = example_signals(row)
         except (OSError, ValueError, RuntimeError) as exc:
             lines += [f"- {row.file}: no spectrogram ({exc})"]
             continue
-        fig = spectrogram_figure(signals, metrics.SAMPLE_RATE, f"{row.file}  ({_caption(row)})")
+        fig = spectrogram_figure(signals, rate, f"{row.file}  ({_caption(row)})")
         png = save_png(fig, figures / f"{Path(row.file).stem}.png")
         lines += [
             f"### {row.file}",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from denoise import metrics
+from denoise.metrics_fullband import fullband_columns
 from denoise_models.atomic import atomic_output
 
 
@@ -72,6 +73,11 @@ def metric_columns(intrusive: bool = True, dnsmos: bool = True) -> list[str]:
     return cols
 
 
+def score_columns() -> list[str]:
+    """Every score column a result can have: the 16 kHz metrics, then the full-band ones (> 16 kHz files)."""
+    return metric_columns() + fullband_columns()
+
+
 @dataclass(frozen=True)
 class MetricSummary:
     """Mean of one column over the files where it is defined, with a Student-t 95 % confidence interval."""
@@ -110,7 +116,7 @@ def summarize_column(name: str, values: Iterable[float]) -> MetricSummary:
 def summarize(results: list[FileResult]) -> list[MetricSummary]:
     """One :class:`MetricSummary` per score column present in the successful results."""
     ok = [r for r in results if r.ok]
-    columns = [c for c in metric_columns() if any(c in r.scores for r in ok)]
+    columns = [c for c in score_columns() if any(c in r.scores for r in ok)]
     return [summarize_column(c, (r.scores.get(c, float("nan")) for r in ok)) for c in columns]
 
 
@@ -138,7 +144,7 @@ def _fmt(value: float) -> str:
 
 def write_csv(path: Path, results: list[FileResult]) -> Path:
     """Per-file table: file, clean_file, duration_s, sample_rate, every score column, notes, error."""
-    columns = [c for c in metric_columns() if any(c in r.scores for r in results)]
+    columns = [c for c in score_columns() if any(c in r.scores for r in results)]
     with atomic_output(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["file", "clean_file", "duration_s", "sample_rate", *columns, "notes", "error"])

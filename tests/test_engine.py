@@ -56,7 +56,8 @@ def test_chunk_weights_cover_every_sample_exactly_once(
 
 
 def test_engine_is_transparent_across_chunks_channels_and_rates() -> None:
-    d = Denoiser(model="gtcrn", chunk_seconds=0.5, overlap_seconds=0.1, batch_size=3)
+    # band-limited: the subject is chunking (the full-band stage is tested in test_fullband_engine.py)
+    d = Denoiser(model="gtcrn", chunk_seconds=0.5, overlap_seconds=0.1, batch_size=3, full_band=False)
     d.backend = ScaleBackend()
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal((3, 44100 * 2))).astype(np.float32)  # 2 s, 3 channels, 44.1 kHz

@@ -322,3 +322,45 @@ def test_spectrogram_figure_shows_the_full_band_of_the_files_rate(tmp_path) -> N
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no signals"):
         spectrogram_figure({}, 16000)
+
+
+def test_eval_reports_full_band_metrics_above_16k_only(tmp_path: Path) -> None:
+    """Two real 48 kHz pairs get finite full-band columns (CSV, summary, report with a full-band
+    spectrogram); a 16 kHz pair in the same run leaves them empty."""
+    dev = shared_path("eval", "fullband48k_dev")
+    for kind in ("noisy", "clean"):
+        (tmp_path / kind).mkdir()
+        for name in ("fbdev_01", "fbdev_08"):
+            x, sr = sf.read(dev / kind / f"{name}.wav", dtype="float32")
+            sf.write(tmp_path / kind / f"{name}.wav", x[: 2 * sr], sr)
+        sf.write(tmp_path / kind / "narrow.wav", resample(x[: 2 * sr], sr, 16000), 16000)
+    rates: list[int] = []
+
+    def low_pass(samples: np.ndarray, rate: int) -> tuple[np.ndarray, int]:  # a band-limited "model"
+        rates.append(rate)
+        return resample(resample(samples, rate, 16000), 16000, rate)[: samples.size], rate
+
+    cfg = EvalConfig(
+        noisy_dir=tmp_path / "noisy",
+        clean_dir=tmp_path / "clean",
+        out_dir=tmp_path / "out",
+        dnsmos=False,
+        report_examples=1,
+        progress=False,
+    )
+    result = evaluate.evaluate(cfg, enhance=low_pass)
+    assert sorted(rates)[-1] == 48000
+    with (tmp_path / "out" / "per_file.csv").open(newline="") as fh:
+        rows = {row["file"]: row for row in csv.DictReader(fh)}
+    columns = [f"{w}_{m}" for w in ("noisy", "enhanced", "delta") for m in ("fb_si_sdr", "hf_lsd")]
+    columns += ["enhanced_hf_energy_db", "delta_hf_segsnr", "enhanced_lb_si_sdr"]
+    for name in ("fbdev_01.wav", "fbdev_08.wav"):
+        assert all(math.isfinite(float(rows[name][c])) for c in columns), rows[name]
+        assert float(rows[name]["enhanced_hf_energy_db"]) < -40.0  # the band a 16 kHz model deletes
+    assert all(rows["narrow.wav"][c] == "" for c in columns)  # NaN: nothing above 8 kHz to score
+    assert (
+        result.mean("enhanced_hf_lsd") > 10.0
+        and "fb_si_sdr" in (tmp_path / "out" / "summary.csv").read_text()
+    )
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "hf_lsd" in report and "figures/" in report

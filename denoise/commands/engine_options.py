@@ -63,6 +63,12 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
         help="strength control: suppress noise by at most this many dB, e.g. 12 (default: no limit)",
     )
     g.add_argument(
+        "--band-limit",
+        action="store_true",
+        help="keep the networks' 16 kHz bandwidth: drop everything above 8 kHz (default: 44.1/48/96 kHz "
+        "inputs keep their high band, denoised)",
+    )
+    g.add_argument(
         "--compat",
         choices=["modelscope"],
         default=None,
@@ -86,4 +92,5 @@ def engine_config(args: argparse.Namespace) -> DenoiserConfig:
         batch_size=args.batch_size,
         atten_lim_db=args.atten_lim_db,
         compat=args.compat,
+        full_band=not getattr(args, "band_limit", False),
     )

@@ -28,6 +28,9 @@ class DenoiserConfig:
     atten_lim_db: float | None = None  # suppress by at most this many dB (None = no limit)
     keep_level: bool = True  # undo the working-level gain so the output keeps the input's loudness
     compat: str | None = None  # "modelscope": reproduce ModelScope's pipeline output
+    # Inputs above the network's rate keep their 8 kHz-Nyquist band, denoised (denoise.fullband); False:
+    # the networks' 16 kHz bandwidth, nothing above 8 kHz.
+    full_band: bool = True
 
     def __post_init__(self) -> None:
         arch = self.model.lower()

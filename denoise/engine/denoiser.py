@@ -241,6 +241,7 @@ class Denoiser:
             net_rate=self.sample_rate,
             channels=channels,
             atten_lim_db=self.config.atten_lim_db,
+            full_band=self.config.full_band,
         )
 
     @staticmethod

@@ -1,7 +1,10 @@
 """The data path, one straight line of streaming stages over blocks ``[channels, n]`` at the input rate::
 
     resample down to 16 kHz -> working level + network (chunks with cross-fades, or carried state)
-      -> level restored -> resample up -> [full-band stage] -> attenuation limit -> peak limiter
+      -> level restored -> resample up -> full-band stage -> attenuation limit -> peak limiter
+
+The full-band stage (inputs above 16 kHz, unless ``full_band=False``) adds back the 8 kHz-Nyquist band of
+the input, denoised (:mod:`denoise.fullband`), and delays the output by its STFT frame.
 
 :class:`Pipeline` is aligned (its output's first sample answers the input's first sample; blocks come
 out when they are final, so their sizes vary); file mode writes what it returns. :class:`EngineStream`
@@ -19,6 +22,7 @@ import numpy as np
 from denoise.engine.chunks import ChunkRunner, StateRunner
 from denoise.engine.levels import PeakLimiter
 from denoise.engine.stages import Fifo, Resampler
+from denoise.fullband import FullBandStage
 
 # The limiter looks this far ahead (and spreads a gain change over as much on each side).
 LIMITER_LOOKAHEAD_SECONDS = 0.002
@@ -28,7 +32,9 @@ class Pipeline:
     """The whole path for one signal of ``channels`` at ``rate`` Hz; ``push`` blocks, then ``finish``.
 
     ``core`` is a :class:`ChunkRunner` or :class:`StateRunner` at the network's rate; ``atten_lim_db``
-    mixes ``10 ** (-lim / 20)`` of the input back in (suppression bounded at ``lim`` dB).
+    mixes ``10 ** (-lim / 20)`` of the input back in (suppression bounded at ``lim`` dB). ``full_band``
+    adds the :class:`denoise.fullband.FullBandStage` when ``rate`` is above ``net_rate`` (otherwise the
+    output has nothing above the network's Nyquist frequency).
     """
 
     def __init__(
@@ -39,6 +45,7 @@ class Pipeline:
         net_rate: int,
         channels: int,
         atten_lim_db: float | None,
+        full_band: bool = False,
     ) -> None:
         self.channels = channels
         self.down = Resampler(rate, net_rate, channels)
@@ -46,47 +53,92 @@ class Pipeline:
         self.up = Resampler(net_rate, rate, channels)
         self.mix = None if atten_lim_db is None else 10.0 ** (-abs(atten_lim_db) / 20.0)
         self.limiter = PeakLimiter(channels, round(LIMITER_LOOKAHEAD_SECONDS * rate))
-        self._input = Fifo(channels)  # input samples the output has not caught up with (for the mix)
+        self._input = Fifo(channels)  # input samples the output has not caught up with
         self._made = Fifo(channels)  # network output resampled up, waiting for the input it answers
         self._pushed = 0
         self._done = 0  # output samples handed out
+        self.full_band: FullBandStage | None = None
+        if full_band and rate > net_rate:
+            self.full_band = FullBandStage(rate, channels)
+            # x_low = up(down(x)): the network's input (self.down's output) brought back up by a
+            # resampler like self.up, so x - x_low is exactly the band the round trip removed.
+            self.low_up = Resampler(net_rate, rate, channels)
+            self._low = Fifo(channels)  # x_low, waiting like self._made
+            self._staged = Fifo(channels)  # input samples inside the stage's delay (for the mix)
+            self._to_drop = self.full_band.latency  # the stage's first outputs precede the signal
+            # A silent channel (working gain 0) stays silent: its high band is not added back.
+            self._active = np.zeros((channels, 1), np.float32)
+            self._active[core.rows] = 1.0
         # Bound on how far the output trails the input, in input samples (the stream's fixed latency).
         self.lag = (
             math.ceil((self.down.lag + core.lag) * rate / net_rate) + self.up.lag + self.limiter.delay + 2
-        )
+        ) + (self.full_band.latency if self.full_band is not None else 0)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._pushed += x.shape[1]
-        if self.mix is not None:
+        if self.mix is not None or self.full_band is not None:
             self._input.push(x)
-        self._made.push(self.up.push(self.core.push(self.down.push(x))))
+        x_net = self.down.push(x)
+        if self.full_band is not None:
+            self._low.push(self.low_up.push(x_net))
+        self._made.push(self.up.push(self.core.push(x_net)))
         return self.limiter.process(self._after_network(final=False))
 
     def finish(self) -> np.ndarray:
-        tail = self.core.push(self.down.finish())
+        x_net = self.down.finish()
+        if self.full_band is not None:
+            self._low.push(self.low_up.push(x_net))
+            self._low.push(self.low_up.finish())
+        tail = self.core.push(x_net)
         self._made.push(self.up.push(np.concatenate([tail, self.core.finish()], axis=1)))
         self._made.push(self.up.finish())
-        last = self.limiter.process(self._after_network(final=True))
+        last = self._after_network(final=True)
+        if self.full_band is not None:
+            last = np.concatenate([last, self._from_stage(self.full_band.flush())], axis=1)
+        last = self.limiter.process(last)
         return np.concatenate([last, self.limiter.flush()], axis=1)
 
     def _after_network(self, *, final: bool) -> np.ndarray:
         # Output sample k answers input sample k: never hand out more than was put in (resampling may
         # round a sample ahead); at the end, crop or zero-pad to exactly the input's length.
-        due = self._pushed - self._done if final else min(len(self._made), self._pushed - self._done)
-        y = self._made.pop(due)
-        if y.shape[1] < due:
-            y = np.concatenate([y, np.zeros((self.channels, due - y.shape[1]), np.float32)], axis=1)
+        due = self._pushed - self._done
+        if not final:
+            due = min(due, len(self._made), len(self._low) if self.full_band is not None else due)
+        y = _exactly(self._made.pop(due), due)
         self._done += due
-        # ---- full-band stage (input rates above the network's): wired here at merge. It needs, for the
-        # same samples as y, x (from self._input) and x_low = up(down(x)) from a second Resampler pair,
-        # each held in a Fifo like self._made so that x, x_low and y stay aligned; its own latency adds
-        # to self.lag and its first `latency` outputs are dropped (flush appended in finish). ----
+        if self.full_band is None:
+            return self._mixed(y)
+        # Full-band stage: x, x_low and y are the same samples, all at the input's level (the core has
+        # already undone the working gain); the stage returns them n_fft - 1 samples later.
+        x = self._input.pop(due)
         if self.mix is not None:
-            y = (1.0 - self.mix) * y + self.mix * self._input.pop(due)
-        return y
+            self._staged.push(x)
+        x = x * self._active
+        x_low = _exactly(self._low.pop(due), due) * self._active
+        return self._from_stage(self.full_band.process(x, x_low, y))
+
+    def _from_stage(self, out: np.ndarray) -> np.ndarray:
+        """The stage's output without the samples its delay put before the signal, limit applied."""
+        drop = min(self._to_drop, out.shape[1])
+        self._to_drop -= drop
+        return self._mixed(out[:, drop:])
+
+    def _mixed(self, y: np.ndarray) -> np.ndarray:
+        """The attenuation limit: ``y`` with its share of the input it answers mixed back in."""
+        if self.mix is None:
+            return y
+        source = self._staged if self.full_band is not None else self._input
+        return (1.0 - self.mix) * y + self.mix * source.pop(y.shape[1])
 
     def notes(self) -> list[str]:
         return self.limiter.notes()
+
+
+def _exactly(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` zero-padded on the right to ``n`` samples (the end of a signal that resampling rounded off)."""
+    if y.shape[1] >= n:
+        return y
+    return np.concatenate([y, np.zeros((y.shape[0], n - y.shape[1]), np.float32)], axis=1)
 
 
 class EngineStream:
