@@ -15,76 +15,14 @@ from conftest import shared_path
 from denoise import evaluate
 from denoise.audio import resample
 from denoise.evaluate import EvalConfig, summarize_column
-from denoise.pairing import dns_id, pair_folders
 
 SR = 16000
-
-
-def touch_wav(path: Path, seconds: float = 0.1, sr: int = SR) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.zeros(int(seconds * sr), dtype=np.float32), sr)
-    return path
 
 
 # ------------------------------------------------------------------------------------------- pairing
 
 
-def test_dns_id() -> None:
-    assert dns_id("clnsp62_birds_413745_6_snr14_tl-33_fileid_81") == "fileid_81"
-    assert dns_id("clean_fileid_81") == "fileid_81"
-    assert dns_id("p232_001") is None
-    assert dns_id("myfileid_3") is None  # the id must be its own underscore-separated field
-
-
-def test_pairs_voicebank_and_dns_names(tmp_path: Path) -> None:
-    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
-    for stem in (
-        "p232_001",
-        "p257_010",
-        "clnsp3_babble_snr5_tl-25_fileid_12",
-        "clnsp9_wind_snr0_tl-20_fileid_7",
-    ):
-        touch_wav(noisy / f"{stem}.wav")
-    touch_wav(clean / "p232_001.wav")
-    touch_wav(clean / "p257_010.flac")  # the extension does not take part in the match
-    touch_wav(clean / "clean_fileid_12.wav")
-    touch_wav(clean / "clean_fileid_120.wav")  # fileid_12 must not match fileid_120
-    (noisy / "readme.txt").write_text("not audio")
-    pairs = {p.noisy.stem: p for p in pair_folders(noisy, clean)}
-    assert set(pairs) == {
-        "p232_001",
-        "p257_010",
-        "clnsp3_babble_snr5_tl-25_fileid_12",
-        "clnsp9_wind_snr0_tl-20_fileid_7",
-    }
-    assert pairs["p232_001"].clean == clean / "p232_001.wav"
-    assert pairs["p257_010"].clean == clean / "p257_010.flac"
-    assert pairs["clnsp3_babble_snr5_tl-25_fileid_12"].clean == clean / "clean_fileid_12.wav"
-    assert pairs["clnsp9_wind_snr0_tl-20_fileid_7"].clean is None  # no reference: DNSMOS only
-
-
-def test_pairs_enhanced_outputs_and_exclusions(tmp_path: Path) -> None:
-    noisy, enhanced = tmp_path / "noisy", tmp_path / "enh"
-    for stem in ("a_fileid_1", "a_fileid_2", "p232_001"):
-        touch_wav(noisy / f"{stem}.wav")
-    touch_wav(enhanced / "a_fileid_1.wav")
-    touch_wav(enhanced / "enhanced_fileid_2.wav")  # another system's naming, matched by the DNS id
-    pairs = pair_folders(noisy, enhanced_dir=enhanced, exclude=["p232_001"])
-    assert [(p.noisy.stem, p.enhanced.name if p.enhanced else None) for p in pairs] == [
-        ("a_fileid_1", "a_fileid_1.wav"),
-        ("a_fileid_2", "enhanced_fileid_2.wav"),
-    ]
-
-
-def test_ambiguous_dns_ids_match_nothing(tmp_path: Path) -> None:
-    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
-    touch_wav(noisy / "x_fileid_5.wav")
-    touch_wav(clean / "clean_fileid_5.wav")
-    touch_wav(clean / "other_fileid_5.wav")
-    assert pair_folders(noisy, clean)[0].clean is None
-
-
-# ------------------------------------------------------------------------------------------- summary
+# Pairing rules (VoiceBank / DNS names, enhanced folders, nothing guessed) are tested in test_pairing.py.
 
 
 def test_confidence_interval_known_values() -> None:
