@@ -16,7 +16,6 @@ from conftest import REPO, shared_path
 
 from denoise.cli import main as cli_main
 
-
 # A private, offline weights store for every test; tests that run the real GTCRN ask for the mirror too
 # (and skip without the reference data); the folder checks run everywhere.
 pytestmark = pytest.mark.usefixtures("offline_store")
@@ -80,7 +79,7 @@ def make_bad_inputs(inp: Path) -> dict[str, str]:
     return cases
 
 
-def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tmp_path, capsys) -> None:
+def test_every_bad_input_gets_one_line_and_the_batch_goes_on(weights_mirror, tmp_path, capsys) -> None:
     inp, out = tmp_path / "input", tmp_path / "output"
     cases = make_bad_inputs(inp)
     before = digest(inp)
@@ -107,7 +106,7 @@ def test_every_bad_input_gets_one_line_and_the_batch_goes_on(tmp_path, capsys) -
     assert hidden == [".denoise-manifest.jsonl"], "no temp files left, only the results manifest"
 
 
-def test_outputs_keep_rate_channels_length_and_subtype(tmp_path) -> None:
+def test_outputs_keep_rate_channels_length_and_subtype(weights_mirror, tmp_path) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     make_bad_inputs(inp)
     run("-i", str(inp), "-o", str(out))
@@ -143,7 +142,7 @@ def test_denoising_actually_reduces_noise(tmp_path, weights_mirror) -> None:
     assert np.sqrt(np.mean(result**2)) < 0.3 * np.sqrt(np.mean(noise**2)), "white noise must be suppressed"
 
 
-def test_resume_skips_done_files_and_overwrite_redoes_them(tmp_path, capsys) -> None:
+def test_resume_skips_done_files_and_overwrite_redoes_them(weights_mirror, tmp_path, capsys) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     sf.write(inp / "a.wav", speech(0.5), 16000)
@@ -184,7 +183,7 @@ def test_output_folder_equal_to_input_is_refused(tmp_path, capsys) -> None:
     assert "replace your recordings" in capsys.readouterr().err
 
 
-def test_output_inside_input_is_not_reprocessed(tmp_path) -> None:
+def test_output_inside_input_is_not_reprocessed(weights_mirror, tmp_path) -> None:
     inp = tmp_path / "in"
     inp.mkdir()
     sf.write(inp / "a.wav", speech(0.5), 16000)
@@ -228,7 +227,7 @@ def test_one_click_script_without_weights_exits_2_and_writes_nothing(tmp_path) -
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_one_click_script_defaults_denoise_input_into_output(tmp_path) -> None:
+def test_one_click_script_defaults_denoise_input_into_output(weights_mirror, tmp_path) -> None:
     """The script uses input/ and output/ beside itself: run a copy in a scratch workspace."""
     work = tmp_path / "ws"
     (work / "input").mkdir(parents=True)
