@@ -14,13 +14,12 @@ What "safely" means here
   pure functions of ``(seed, epoch, index)``, so a resumed run computes exactly what an uninterrupted
   one would have.
 
-Run folder: ``config.json``, ``steps.csv``, ``epochs.csv``, ``loss_curve.png``, ``tb/`` (TensorBoard),
-``last.pt`` (resume state), ``best.pt`` (our checkpoint format, readable by ``load_model``) and
-``summary.json``. The best model is registered in the local weights store, so
-``python 1键推理.py --weights <name>`` uses it at once.
+Run folder: ``config.json``, ``steps.csv``, ``epochs.csv``, ``loss_curve.png``, ``tb/``, ``last.pt`` (resume
+state), ``best.pt`` (readable by ``load_model``), ``summary.json``. The best model is registered in the local
+weights store, so ``python 1键推理.py --weights <name>`` uses it at once.
 
-Distributed: the same entry point under ``torchrun`` (DistributedDataParallel, NCCL on CUDA, gloo on
-CPU); rank 0 validates, logs and writes checkpoints.
+Distributed: the same entry point under ``torchrun`` (DDP: NCCL on CUDA, gloo on CPU); rank 0 validates,
+logs and writes checkpoints.
 """
 
 from __future__ import annotations
