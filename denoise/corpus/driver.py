@@ -38,6 +38,7 @@ from denoise.corpus.records import (
 from denoise.corpus.storage import CorpusError, filesystem, is_local, list_inputs, output_intact, target_for
 from denoise.corpus.worker import CorpusJob, EnhanceActor
 from denoise.engine import DenoiserConfig
+from denoise_models.atomic import remove_stale_temps
 
 EXIT_OK, EXIT_FAILURES, EXIT_SETUP = 0, 1, 2
 
@@ -150,8 +151,6 @@ def run_corpus(
     manifest_path = default_manifest(options)
     out_fs, out_path = filesystem(options.output, options.storage_options)
     if is_local(out_fs):
-        from denoise_models.atomic import remove_stale_temps
-
         Path(out_path).mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_path)  # temp files of a killed run; finished outputs are never touched
     todo, skipped = plan(options, digest, read_manifest(manifest_path))
@@ -178,6 +177,10 @@ def run_corpus(
             summary.records.append(record)
             if options.progress:
                 say(_format(record))
+    if is_local(out_fs):
+        # A worker killed mid-file (its node lost) left a temp file; Ray redid the file elsewhere. Temps of
+        # processes on this machine are recognised at once, other machines' after a day (denoise_models.atomic).
+        remove_stale_temps(out_path)
     return summary
 
 
