@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Set before anything imports torch: on a 2-core CI box one intra-op thread per process is several times
@@ -61,3 +62,18 @@ def weights_mirror(offline_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     mirror = shared_path("weights")
     monkeypatch.setenv("DENOISE_WEIGHTS_MIRROR", str(mirror))
     return mirror
+
+
+def real_clip_16k(seconds: int = 60) -> np.ndarray:
+    """``seconds`` of real noisy speech at 16 kHz: the VoiceBank-DEMAND noisy files back to back (skips without)."""
+    from denoise.audio import read_audio, resample
+
+    pieces = []
+    for path in sorted(shared_path("eval", "vbd", "noisy").glob("*.wav")):
+        audio = read_audio(path)
+        pieces.append(resample(audio.samples[0], audio.sample_rate, 16000))
+        if sum(map(len, pieces)) >= seconds * 16000:
+            break
+    clip = np.concatenate(pieces)[: seconds * 16000]
+    assert clip.shape[0] == seconds * 16000, "the VoiceBank-DEMAND noisy set is shorter than asked"
+    return clip

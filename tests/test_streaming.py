@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import shared_path
+from conftest import real_clip_16k, shared_path
 
-from denoise.audio import AudioError, read_audio, resample
+from denoise.audio import AudioError, read_audio
 from denoise.engine import Denoiser, DenoiserConfig, chunk_spans, working_level_gain
 from denoise.engine.chunks import ChunkRunner
 from denoise.engine.levels import CEILING, LoudStats, PeakLimiter, PowerStats
@@ -148,13 +148,7 @@ def test_stream_returns_as_many_frames_as_it_gets_and_refuses_after_flush() -> N
 
 @pytest.mark.slow
 def test_gtcrn_stateful_output_equals_whole_file_on_a_60s_real_clip() -> None:
-    pieces = []
-    for path in sorted(shared_path("eval", "vbd", "noisy").glob("*.wav")):
-        audio = read_audio(path)
-        pieces.append(resample(audio.samples[0], audio.sample_rate, 16000))
-        if sum(map(len, pieces)) >= 60 * 16000:
-            break
-    clip = np.concatenate(pieces)[: 60 * 16000]
+    clip = real_clip_16k(60)
     d = Denoiser(model="gtcrn")
     whole = d.backend.process(np.pad(clip, 512)[None])[0, 512:-512]  # one forward over the whole clip
     for block in (4000, 48_000):  # 0.25 s and 3 s blocks
