@@ -193,7 +193,13 @@ def test_interrupt_mid_write_ends_cleanly_and_resumes(
             os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(sf.SoundFile, "write", write_then_signal)
-    assert run("-i", inp, "-o", out) == code
+    # What a terminal's Ctrl-C reaches: Python's own SIGINT handler. A test runner started in the background
+    # by a non-interactive shell inherits SIGINT ignored, which no program sees; put the handler back.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert run("-i", inp, "-o", out) == code
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "AssertionError" not in err
     assert "done 1, skipped 0, failed 0" in err and "interrupted — rerun to resume" in err
