@@ -189,7 +189,7 @@ def test_env_is_active_in_shells_and_kernels(docker, jupyter):
     kernel = specs["kernelspecs"][h.dockerfile_env("ENV_NAME")]["spec"]
     assert kernel["argv"][0].startswith(prefix)
     # what the env must import for the notebooks and the CLI
-    modules = "torch, numpy, soundfile, soxr, librosa, matplotlib, ipywidgets, onnxruntime, model, denoise"
+    modules = "torch, numpy, soundfile, soxr, librosa, matplotlib, ipywidgets, onnxruntime, denoise_models, denoise"
     docker("exec", jupyter["name"], "python", "-c", f"import {modules}")
 
 
@@ -266,9 +266,10 @@ def test_one_click_inference_writes_host_owned_output(docker, image, folders):
     )  # fmt: skip
     assert proc.returncode == 0, f"1键推理.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     results = sorted(p for p in out.rglob("*") if p.is_file())
-    assert [p.name for p in results] == ["meeting 01.wav"], results
-    result = results[0]
-    assert result.stat().st_uid == HOST_UID and result.stat().st_gid == HOST_UID
+    # the result and the run record (one manifest row per input), both the host user's
+    assert [p.name for p in results] == [".denoise-manifest.jsonl", "meeting 01.wav"], results
+    assert all(p.stat().st_uid == HOST_UID and p.stat().st_gid == HOST_UID for p in results)
+    result = results[1]
     with wave.open(str(result)) as enhanced, wave.open(str(inp / "meeting 01.wav")) as noisy:
         assert (enhanced.getframerate(), enhanced.getnchannels()) == (44100, 2)
         assert abs(enhanced.getnframes() - noisy.getnframes()) <= 1
