@@ -189,7 +189,9 @@ def test_env_is_active_in_shells_and_kernels(docker, jupyter):
     kernel = specs["kernelspecs"][h.dockerfile_env("ENV_NAME")]["spec"]
     assert kernel["argv"][0].startswith(prefix)
     # what the env must import for the notebooks and the CLI
-    modules = "torch, numpy, soundfile, soxr, librosa, matplotlib, ipywidgets, onnxruntime, denoise_models, denoise"
+    modules = (
+        "torch, numpy, soundfile, soxr, librosa, matplotlib, ipywidgets, onnxruntime, denoise_models, denoise"
+    )
     docker("exec", jupyter["name"], "python", "-c", f"import {modules}")
 
 
