@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise import modelscope_compat
+import denoise.modelscope_compat as modelscope_compat
 from denoise.audio import (
     AudioError,
     AudioSink,

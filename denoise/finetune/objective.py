@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from denoise.finetune import losses as L
+import denoise.finetune.losses as L
 from denoise.finetune.config import AMP_DTYPES
 from denoise_models.spec import spec_of
 

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from denoise.finetune import distributed as D
+import denoise.finetune.distributed as D
 from denoise.finetune.config import FinetuneConfig
 from denoise.finetune.datasets import SAMPLE_RATE
 from denoise.finetune.runlog import STEPS_CSV, read_csv

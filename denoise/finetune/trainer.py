@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from denoise.finetune import distributed as D
+import denoise.finetune.distributed as D
 from denoise.finetune.config import FinetuneConfig
 from denoise.finetune.datasets import build_datasets
 from denoise.finetune.objective import LossModule, amp_dtype, apply_freeze, needs_grad_scaler, set_train_mode

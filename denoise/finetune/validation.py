@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import denoise.finetune.losses as L
 from denoise import metrics
-from denoise.finetune import losses as L
 from denoise.finetune.objective import evaluating
 
 # (noisy, clean) float32 16 kHz arrays of equal length
