@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,31 +60,40 @@ def time_forward(
     return wall, cpu
 
 
-def _hop_costs(process, audio: np.ndarray, hop: int) -> tuple[list[float], list[float]]:
-    """(CPU ms, wall ms) of ``process(block)`` for each ``hop``-sample block of ``audio`` in turn."""
-    cpu, wall = [], []
+def _hop_costs(processes: dict, audio: np.ndarray, hop: int) -> dict[str, tuple[list[float], list[float]]]:
+    """(CPU ms, wall ms) of each ``process(block)`` for each ``hop``-sample block of ``audio``; the processes
+    take turns on each block (interleaved), so load on a shared machine falls on all of them alike."""
+    costs = {name: ([], []) for name in processes}
     for start in range(0, audio.size - hop + 1, hop):
         block = audio[start : start + hop]
-        t0, c0 = time.perf_counter(), time.process_time()
-        process(block)
-        wall.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-    return cpu, wall
+        for name, process in processes.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            process(block)
+            costs[name][1].append((time.perf_counter() - t0) * 1e3)
+            costs[name][0].append((time.process_time() - c0) * 1e3)
+    return costs
 
 
 def stateful_report(weights: Path | None, onnx: Path | None, seconds: float, repeats: int) -> None:
-    """Print the "Stateful GTCRN" tables of docs/benchmarks.md (one thread, one run)."""
+    """Print the "Stateful GTCRN" tables of docs/benchmarks.md (one thread, one run): torch and the
+    project's exported stateful graph on ONNX Runtime, against the torch offline forward."""
+    from denoise.backends.onnx_backend import OnnxBackend
     from denoise.backends.torch_backend import TorchBackend
+    from denoise.export import ExportConfig, export_onnx
 
     torch.set_num_threads(1)
-    backend = TorchBackend("gtcrn", weights, device="cpu")
+    backends = {"torch": TorchBackend("gtcrn", weights, device="cpu")}
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = export_onnx(
+            ExportConfig("gtcrn", str(weights) if weights else None, Path(tmp) / "g.onnx")
+        ).path
+        backends["ORT (exported stateful graph)"] = OnnxBackend(
+            "gtcrn", onnx_path=graph, device="cpu", threads=1
+        )
     audio = make_input(seconds).numpy()
-    hop = backend.hop_length
+    hop, rate = backends["torch"].hop_length, backends["torch"].sample_rate  # 256 samples at 16 kHz
 
-    def offline() -> None:
-        backend.process(audio)
-
-    def streamed(chunk: int) -> None:
+    def streamed(backend, chunk: int) -> None:
         stream = backend.open_stream(1)
         for start in range(0, audio.shape[1], chunk):
             stream.process(audio[:, start : start + chunk])
@@ -101,31 +111,37 @@ def stateful_report(weights: Path | None, onnx: Path | None, seconds: float, rep
     print(
         f"GTCRN stateful stream, torch {torch.__version__}, 1 thread, {seconds:g} s of audio, min of {repeats}"
     )
-    base = cpu_per_audio_second(offline)
-    print("| feed | CPU ms per s of audio | vs offline forward |\n|---|---|---|")
-    print(f"| offline `TorchBackend.process` (whole signal) | {base:.1f} | 1.00 |")
-    for chunk_s in (1.0, 4.0, 10.0):
-        chunk = round(chunk_s * backend.sample_rate)
-        cost = cpu_per_audio_second(lambda c=chunk: streamed(c))
-        print(f"| `open_stream`, {chunk_s:g} s blocks | {cost:.1f} | {cost / base:.2f} |")
+    base = cpu_per_audio_second(lambda: backends["torch"].process(audio))
+    print("| backend | feed | CPU ms per s of audio | vs torch offline forward |\n|---|---|---|---|")
+    for name, backend in backends.items():
+        cost = base if name == "torch" else cpu_per_audio_second(lambda b=backend: b.process(audio))
+        print(f"| {name} | offline `process` (whole signal) | {cost:.1f} | {cost / base:.2f} |")
+        for chunk_s in (0.016, 0.064, 1.0, 4.0, 10.0):
+            chunk = round(chunk_s * backend.sample_rate)
+            cost = cpu_per_audio_second(lambda b=backend, c=chunk: streamed(b, c))
+            print(
+                f"| {name} | `open_stream`, {chunk_s * 1000:g} ms blocks | {cost:.1f} | {cost / base:.2f} |"
+            )
 
     print(
-        "\n| per 16 ms hop (256 samples), 1 thread | CPU median ms | CPU p99 ms | wall median ms | wall p99 ms |"
+        "\n| per 16 ms hop (256 samples), 1 thread, interleaved | CPU median ms | CPU p99 ms | wall median ms | "
+        "wall p99 ms | CPU ms per s of audio |"
     )
-    print("|---|---|---|---|---|")
-    rows = {}
-    stream = backend.open_stream(1)
-    rows["torch `open_stream(1).process`"] = _hop_costs(lambda b: stream.process(b[None]), audio[0], hop)
+    print("|---|---|---|---|---|---|")
+    processes = {}
+    for name, backend in backends.items():
+        stream = backend.open_stream(1)
+        processes[f"{name} `open_stream(1).process`"] = lambda b, s=stream: s.process(b[None])
     if onnx is not None:
         from denoise.backends.gtcrn_stream import GtcrnStreamBackend
 
         streamer = GtcrnStreamBackend(onnx_path=onnx, threads=1).streamer()
-        rows["official streaming ONNX graph, frame by frame"] = _hop_costs(streamer.push, audio[0], hop)
-    for name, (cpu, wall) in rows.items():
+        processes["official streaming ONNX graph, frame by frame"] = streamer.push
+    for name, (cpu, wall) in _hop_costs(processes, audio[0], hop).items():
         cpu_ms, wall_ms = np.asarray(cpu[10:]), np.asarray(wall[10:])  # the first calls warm up
         print(
             f"| {name} | {np.median(cpu_ms):.2f} | {np.percentile(cpu_ms, 99):.2f} | "
-            f"{np.median(wall_ms):.2f} | {np.percentile(wall_ms, 99):.2f} |"
+            f"{np.median(wall_ms):.2f} | {np.percentile(wall_ms, 99):.2f} | {cpu_ms.mean() * rate / hop:.1f} |"
         )
 
 

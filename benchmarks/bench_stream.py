@@ -1,15 +1,17 @@
-"""Live streaming cost of GTCRN on one CPU thread: ``Denoiser.stream`` in 16 ms blocks vs the official
-streaming ONNX graph driven frame by frame (``denoise.backends.gtcrn_stream``).
+"""Live streaming cost of GTCRN on one CPU thread: ``Denoiser.stream`` in 16 ms blocks (on the torch backend
+and on the ``onnx`` backend, whose exported graph carries GTCRN's state) vs the official streaming ONNX graph
+driven frame by frame (``denoise.backends.gtcrn_stream``).
 
 For each configuration, every ``process`` / ``push`` call is timed (wall clock and process CPU time): the cost
-per 16 ms hop (median, p99, max) and the real-time factor (processing seconds / audio seconds). The first
+per 16 ms hop (median, p99, max) and the real-time factor (processing seconds / audio seconds). The
+configurations take turns call by call (interleaved), so a shared machine's load falls on all of them alike. The first
 ``--warmup`` calls (allocations, first-call dispatch) are left out of the per-hop figures and in the RTF. The
 input is real noisy speech (a shared clip) repeated to ``--seconds``, at 16 kHz and at 48 kHz (resampled):
 the engine stream resamples to the network's 16 kHz and back; the ONNX graph runs at 16 kHz only (network and
 STFT framing, no resampling), as the official real-time demo does. The last column checks the stream's
 output against file mode (``Denoiser.enhance``) on the same input: the stream is only fast if it is right.
 
-    DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/bench_stream.py --seconds 30
+    DENOISE_WEIGHTS_MIRROR=../shared/weights python benchmarks/bench_stream.py --seconds 30 --backends onnx torch
     python benchmarks/bench_stream.py --json >> benchmarks/results.jsonl   # JSON lines instead of the table
 
 The machine is shared: read the CPU columns, and compare configurations measured in the same run.
@@ -77,26 +79,44 @@ def speech(seconds: float, rate: int) -> np.ndarray:
     return np.tile(x, (1, reps))[:, : round(seconds * rate)]
 
 
-def timed_calls(step, blocks: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Run ``step`` on every block; returns its outputs and each call's (wall, CPU) seconds."""
-    out, wall, cpu = [], np.zeros(len(blocks)), np.zeros(len(blocks))
-    for i, block in enumerate(blocks):
-        t, c = time.perf_counter(), time.process_time()
-        out.append(step(block))
-        wall[i], cpu[i] = time.perf_counter() - t, time.process_time() - c
-    return out, wall, cpu
+@dataclass
+class Feed:
+    """One configuration: its blocks, the call to time, and how to check its output afterwards."""
+
+    label: str
+    rate: int
+    block: float  # seconds per call
+    blocks: list[np.ndarray]
+    step: object  # block -> output
+    latency: int  # samples at ``rate``
+    check: object = None  # outputs -> SNR vs file mode (dB), or None
+
+    def __post_init__(self) -> None:
+        self.outputs: list[np.ndarray] = []
+        self.wall = np.zeros(len(self.blocks))
+        self.cpu = np.zeros(len(self.blocks))
 
 
-def summarise(
-    label: str, rate: int, block: float, wall, cpu, warmup: int, latency: int, snr: float | None
-) -> StreamCost:
-    seconds = len(wall) * block
-    w, c = wall[warmup:] * 1000, cpu[warmup:] * 1000
+def run_interleaved(feeds: list[Feed]) -> None:
+    """Call every feed's step on its i-th block, feed after feed, for i = 0, 1, ...: on a shared machine the
+    load then falls on every configuration alike (sequential runs compare the load, not the code)."""
+    for i in range(max(len(f.blocks) for f in feeds)):
+        for f in feeds:
+            if i < len(f.blocks):
+                t, c = time.perf_counter(), time.process_time()
+                f.outputs.append(f.step(f.blocks[i]))
+                f.wall[i], f.cpu[i] = time.perf_counter() - t, time.process_time() - c
+
+
+def summarise(f: Feed, warmup: int) -> StreamCost:
+    seconds = len(f.wall) * f.block
+    w, c = f.wall[warmup:] * 1000, f.cpu[warmup:] * 1000
+    snr = f.check(f.outputs) if f.check else None
     return StreamCost(
-        label, rate, 1000 * block, seconds, len(wall),
+        f.label, f.rate, 1000 * f.block, seconds, len(f.wall),
         float(np.median(w)), float(np.percentile(w, 99)), float(w.max()),
         float(np.median(c)), float(np.percentile(c, 99)),
-        float(wall.sum() / seconds), float(cpu.sum() / seconds), 1000 * latency / rate, snr,
+        float(f.wall.sum() / seconds), float(f.cpu.sum() / seconds), 1000 * f.latency / f.rate, snr,
     )  # fmt: skip
 
 
@@ -105,34 +125,32 @@ def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(err, 1e-30)))
 
 
-def engine_stream(seconds: float, rate: int, block: float, warmup: int, weights: str) -> StreamCost:
+def engine_feed(seconds: float, rate: int, block: float, weights: str, backend: str) -> Feed:
     from denoise.engine import Denoiser
 
-    denoiser = Denoiser(model="gtcrn", weights=weights, device="cpu", threads=1)
+    denoiser = Denoiser(model="gtcrn", weights=weights, backend=backend, device="cpu", threads=1)
     x = speech(seconds, rate)
     hop = round(block * rate)
     stream = denoiser.stream(rate, 1)
     blocks = [x[:, i : i + hop] for i in range(0, x.shape[1] - hop + 1, hop)]
-    out, wall, cpu = timed_calls(stream.process, blocks)
-    y = np.concatenate([*out, stream.flush()], axis=1)[:, stream.latency :]
     n = len(blocks) * hop
-    reference = denoiser.enhance(x[:, :n], rate)
-    return summarise(
-        "Denoiser.stream (torch)", rate, block, wall, cpu, warmup, stream.latency, snr_db(reference, y[:, :n])
-    )
+
+    def check(outputs: list[np.ndarray]) -> float:
+        y = np.concatenate([*outputs, stream.flush()], axis=1)[:, stream.latency :]
+        return snr_db(denoiser.enhance(x[:, :n], rate), y[:, :n])
+
+    return Feed(f"Denoiser.stream ({backend})", rate, block, blocks, stream.process, stream.latency, check)
 
 
-def onnx_frames(seconds: float, warmup: int) -> StreamCost:
+def onnx_frames_feed(seconds: float) -> Feed:
     from denoise.backends.gtcrn_stream import HOP, SAMPLE_RATE, GtcrnStreamBackend
 
-    backend = GtcrnStreamBackend(threads=1)
     x = speech(seconds, SAMPLE_RATE)[0]
-    streamer = backend.streamer()
+    streamer = GtcrnStreamBackend(threads=1).streamer()
     blocks = [x[i : i + HOP] for i in range(0, x.size - HOP + 1, HOP)]
-    _, wall, cpu = timed_calls(streamer.push, blocks)
     # 256 samples ahead of the output plus the 512-sample analysis frame (see gtcrn_stream's docstring)
     label = "official ONNX graph, frame by frame"
-    return summarise(label, SAMPLE_RATE, HOP / SAMPLE_RATE, wall, cpu, warmup, 2 * HOP, None)
+    return Feed(label, SAMPLE_RATE, HOP / SAMPLE_RATE, blocks, streamer.push, 2 * HOP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-ms", type=float, default=16.0, help="Denoiser.stream block (default 16)")
     parser.add_argument("--warmup", type=int, default=10, help="first calls left out of the per-hop figures")
     parser.add_argument("--weights", default="default", help="GTCRN weights (default: gtcrn_dns3_stream)")
+    parser.add_argument(
+        "--backends", nargs="+", default=["onnx", "torch"], help="engine backends to stream on"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per configuration instead")
     args = parser.parse_args(argv)
 
@@ -149,8 +170,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     block = args.block_ms / 1000
-    results = [engine_stream(args.seconds, rate, block, args.warmup, args.weights) for rate in args.rates]
-    results.append(onnx_frames(args.seconds, args.warmup))
+    feeds = [
+        engine_feed(args.seconds, rate, block, args.weights, backend)
+        for backend in args.backends
+        for rate in args.rates
+    ]
+    feeds.append(onnx_frames_feed(args.seconds))
+    run_interleaved(feeds)
+    results = [summarise(f, args.warmup) for f in feeds]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
         for r in results:

@@ -5,8 +5,10 @@ What the exported graphs compute (both with a dynamic batch and time axis):
 * FRCRN: ``wav [batch, samples] -> enh [batch, samples']`` at 16 kHz, the conv-STFT/iSTFT **inside** the graph
   (they are plain Conv1d / ConvTranspose1d in the network). ``samples' = (frames - 1) * 320 + 640`` with
   ``frames = (samples - 640) // 320 + 1``; the backend pads inputs to a multiple of 320.
-* GTCRN: ``spec [batch, 257, frames, 2] -> enh [batch, 257, frames, 2]`` (the official network,
-  ``GTCRN.forward_spec``); the STFT/iSTFT stay **outside** the graph, in numpy
+* GTCRN: ``(spec [batch, 257, frames, 2], state0..state15) -> (enh [batch, 257, frames, 2], state0_next..)``,
+  ``GTCRN.stream_step`` with its state as graph inputs and outputs: from zero state it is the official network
+  (``forward_spec``), with the state carried from call to call it runs a signal in pieces of any number of
+  frames (live audio, exact chunking). The STFT/iSTFT stay **outside** the graph, in numpy
   (:mod:`denoise.backends.onnx_backend`): a DFT written as a convolution would double GTCRN's cost, and
   ``torch.istft`` does not export.
 
@@ -121,15 +123,22 @@ def conv_transpose_as_conv() -> Iterator[None]:
         F.conv_transpose2d = _ORIGINAL_CONV_TRANSPOSE2D
 
 
-class _SpecNet(nn.Module):
-    """GTCRN's ``forward_spec`` as the module's ``forward`` (what the exporter traces)."""
+class _StreamStep(nn.Module):
+    """GTCRN's ``stream_step`` with its state as batch-first tensors (what the exporter traces).
+
+    ``(spec [B, 257, n, 2], *state) -> (enhanced [B, 257, n, 2], *state after the n frames)``: from zero
+    state this is ``forward_spec``; with the state carried from call to call it is the stream.
+    """
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, spec: Tensor) -> Tensor:
-        return self.net.forward_spec(spec)
+    def forward(self, spec: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        from denoise_models.gtcrn import GTCRNState
+
+        enhanced, after = self.net.stream_step(spec, GTCRNState.from_batch_first(list(state)))
+        return (enhanced, *after.batch_first())
 
 
 # ------------------------------------------------------------------------------------------ exporting
@@ -235,12 +244,15 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             stft="inside the graph: conv-STFT/iSTFT, sqrt periodic Hann 640, hop 320, no centring",
         )  # fmt: skip
     elif arch == "gtcrn":
-        module = _SpecNet(net).eval()
-        example = (net.stft(torch.randn(1, n) * 0.1),)
-        names = (["spec"], ["enh"])
-        dyn = {"spec": {0: "batch", 2: "frames"}, "enh": {0: "batch", 2: "frames"}}
+        module = _StreamStep(net).eval()
+        zero_state = net.stream_init(1).batch_first()
+        example = (net.stft(torch.randn(1, n) * 0.1), *zero_state)
+        state = tuple(f"state{i}" for i in range(len(zero_state)))
+        names = (["spec", *state], ["enh", *(f"{s}_next" for s in state)])
+        dyn = {name: {0: "batch"} for name in names[0] + names[1]}
+        dyn["spec"], dyn["enh"] = {0: "batch", 2: "frames"}, {0: "batch", 2: "frames"}
         framing = dict(
-            n_fft=net.n_fft, io="spec",
+            n_fft=net.n_fft, io="spec", state=state,
             stft="outside the graph (numpy): centred, reflect padding, sqrt periodic Hann 512, hop 256",
         )  # fmt: skip
     else:

@@ -9,8 +9,9 @@ Checks, each timed and with its peak GPU memory:
 - ``engine_<arch>``: FRCRN and GTCRN through the engine on the device vs CPU: fp32 parity (TF32 off, so
   the comparison is of the same arithmetic), and the bf16 / fp16 autocast error stated;
 - ``batching``: chunks batched on the device give the same output as one chunk at a time;
-- ``onnx_<arch>``: ONNX Runtime's CUDA provider vs its CPU provider on the same graph (skipped, with a
-  note, when the installed onnxruntime has no CUDA provider: ``pip install onnxruntime-gpu``);
+- ``onnx_<arch>``: ONNX Runtime's CUDA provider vs its CPU provider on the same graph, and for GTCRN the
+  graph's carried state streamed hop by hop on the device (skipped, with a note, when the installed
+  onnxruntime has no CUDA provider: ``pip install onnxruntime-gpu``);
 - ``finetune_<arch>``: fine-tuning steps with AMP: loss finite and falling, checkpoint written, resume;
 - ``ddp``: a few DistributedDataParallel steps with NCCL, one process per visible GPU: loss finite and
   the replicas' weights identical afterwards.
@@ -240,6 +241,13 @@ def check_onnx(arch: str, device: str, workdir: Path) -> Result:
     result = agreement(on_cpu, on_device.process(x))
     result["backend"] = on_device.name
     result["ok"] = passes(result, ONNX_MIN_SNR_DB)
+    if on_device.stateful:  # GTCRN: the graph's carried state on the device, 16 ms blocks vs one CPU call
+        stream = on_device.open_stream(x.shape[0])
+        hop = on_device.hop_length
+        parts = [stream.process(x[:, i : i + hop]) for i in range(0, x.shape[1], hop)]
+        streamed = agreement(on_cpu, np.concatenate([*parts, stream.flush()], axis=1)[:, stream.delay :])
+        result["stream_snr_db"] = streamed["snr_db"]
+        result["ok"] = result["ok"] and passes(streamed, ONNX_MIN_SNR_DB)
     return result
 
 

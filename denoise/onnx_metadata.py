@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights (cache key)
+EXPORT_VERSION = 2  # bump when the exported graph changes for the same weights (cache key)
 METADATA_KEY = "denoise"
 
 
@@ -19,7 +19,9 @@ class OnnxMetadata:
     """What an exported graph is; stored as JSON under ``metadata_props['denoise']``.
 
     ``io`` is ``"wav"`` (``[B, samples] -> [B, samples']``) or ``"spec"`` (``[B, 257, frames, 2]``, STFT
-    outside the graph). Lengths are in samples at ``sample_rate`` Hz.
+    outside the graph). Lengths are in samples at ``sample_rate`` Hz. ``state`` names the graph's state
+    inputs (batch axis first; zeros at the start of a signal): for each, the graph returns the state after the
+    last frame as the output ``<name>_next``, so a signal can be run in pieces (GTCRN). Empty: no state.
     """
 
     model: str  # "frcrn" | "gtcrn"
@@ -35,6 +37,7 @@ class OnnxMetadata:
     exporter: str
     opset: int
     precision: str = "fp32"  # "fp32" | "int8-dynamic" | "fp16"
+    state: tuple[str, ...] = ()  # state inputs, in order (see above)
     export_version: int = EXPORT_VERSION
 
     def to_json(self) -> str:
@@ -44,7 +47,9 @@ class OnnxMetadata:
     def from_json(cls, text: str) -> OnnxMetadata:
         raw = json.loads(text)
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        fields = {k: v for k, v in raw.items() if k in known}
+        fields["state"] = tuple(fields.get("state", ()))  # JSON has lists
+        return cls(**fields)
 
 
 def read_metadata(path: str | Path) -> OnnxMetadata:

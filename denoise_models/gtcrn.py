@@ -81,6 +81,27 @@ class GTCRNState(NamedTuple):
     blocks: BlockStates
     inter: tuple[tuple[Tensor, Tensor], ...]
 
+    def batch_first(self) -> list[Tensor]:
+        """Every tensor of the state with the batch axis first, in a fixed order: the layout an exported
+        stream graph takes and returns (its state inputs then all share one dynamic batch axis)."""
+        batch = self.blocks[0][0].shape[0]
+        flat: list[Tensor] = []
+        for history, tra in self.blocks:
+            flat += [history, tra[0]]  # [B, 16, 2d, 33], [B, 16]
+        for h1, h2 in self.inter:
+            flat += [h[0].reshape(batch, -1, h.shape[-1]) for h in (h1, h2)]  # [B, 33, 8]
+        return flat
+
+    @classmethod
+    def from_batch_first(cls, flat: list[Tensor]) -> GTCRNState:
+        """The inverse of :meth:`batch_first`."""
+        n_blocks = len(flat) - 4
+        blocks = tuple((flat[i], flat[i + 1][None]) for i in range(0, n_blocks, 2))
+        inter = tuple(
+            (flat[i].flatten(0, 1)[None], flat[i + 1].flatten(0, 1)[None]) for i in (n_blocks, n_blocks + 2)
+        )
+        return cls(blocks, inter)
+
 
 class GTCRN(nn.Module):
     """GTCRN in its released configuration, with the STFT framing of the official ``infer.py``.

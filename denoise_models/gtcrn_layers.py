@@ -132,7 +132,8 @@ class TRA(nn.Module):
         ``state`` (``[1, B, 2C]``, None = zeros) is the GRU's hidden state after the frame before ``x``.
         """
         energy = x.pow(2).mean(dim=-1).transpose(1, 2)  # [B, T, C]
-        if state is None or energy.shape[1] > STACKED_MAX_STEPS:  # nn.GRU: offline, bit-identical
+        # nn.GRU offline (bit-identical), over many frames, and when exporting (ONNX has one GRU op)
+        if state is None or energy.shape[1] > STACKED_MAX_STEPS or torch.jit.is_tracing():
             att, state = self.att_gru(energy, state)
         else:  # streaming a few frames: stacked_gru is several times faster
             out, last = stacked_gru([(energy, self.att_gru, "")], state)

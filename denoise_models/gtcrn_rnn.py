@@ -129,7 +129,8 @@ class DPGRNN(nn.Module):
 
         # Streaming (state given): the intra path's four small GRUs are faster stacked at any batch; the
         # inter path's two only over a few steps. Offline: nn.GRU throughout, bit-identical to the official code.
-        streaming = state is not None
+        # An exported graph (tracing) keeps nn.GRU: ONNX has one GRU op, a stepped loop would be unrolled.
+        streaming = state is not None and not torch.jit.is_tracing()
         intra, _ = self.intra_rnn(
             x.reshape(-1, self.width, self.hidden_size), stacked=streaming
         )  # [B*T, F, C]

@@ -30,6 +30,8 @@ from denoise.cli import main as cli_main
 from denoise.manifest import MANIFEST_NAME, read_manifest
 from denoise_models.atomic import TEMP_PREFIX
 
+REAL_DENOISER = denoise.engine.Denoiser  # before the stand-in below replaces it
+
 
 class HalfGain:
     """Stands in for Denoiser: halves the signal, writes through the real writer. Hooks for hostile tests."""
@@ -271,20 +273,30 @@ def test_long_odd_and_non_utf8_names(tmp_path: Path, capsys) -> None:
 
 
 # 8 -------------------------------------------------------------------------------------------------
-def test_pathological_files_are_refused_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_pathological_files_are_refused_with_one_line(
+    tmp_path: Path, capsys, monkeypatch, weights_mirror
+) -> None:
     import denoise.audio.probe as probe
+
+    monkeypatch.setattr(denoise.engine, "Denoiser", REAL_DENOISER)  # the real, streaming engine
 
     inp, out = tmp_path / "in", tmp_path / "out"
     tone(inp / "one_hz.wav", seconds=200, sr=1)
     tone(inp / "many.wav", seconds=0.01, channels=40)
     tone(inp / "long.wav", seconds=2.0)
-    monkeypatch.setattr(probe, "MEMORY_BUDGET_BYTES", 500_000)  # 2 s mono needs ~768 kB
+    monkeypatch.setattr(probe, "MEMORY_BUDGET_BYTES", 500_000)  # 2 s mono needs ~768 kB held whole
     assert run("-i", inp, "-o", out) == 1
     lines = result_lines(capsys.readouterr().err)
     assert "✗ one_hz.wav: sample rate 1 Hz is outside 4,000–384,000 Hz" in lines
     assert "✗ many.wav: 40 channels; at most 32 are processed" in lines
-    assert any(ln.startswith("✗ long.wav: would need about") for ln in lines)
-    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
+    # the batch streams: a file longer than the memory budget holds whole is processed, not refused ...
+    assert any(ln.startswith("✓ long.wav") for ln in lines)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "long.wav"])
+    # ... while a whole-file read of it (compat mode, eval, the array API) is refused with one line
+    from denoise.audio import AudioError, read_audio
+
+    with pytest.raises(AudioError, match=r"would need about .* to hold the whole file"):
+        read_audio(inp / "long.wav")
 
 
 # 9 -------------------------------------------------------------------------------------------------

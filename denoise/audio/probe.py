@@ -20,9 +20,10 @@ MAX_RATE = 384_000  # Hz; the highest rate audio interfaces record
 MAX_CHANNELS = 32
 
 
-# Working memory one file may need, estimated as decoded float32 samples times the copies the engine
-# holds (input, resampled, output, resampled back, headroom); the budget is half the machine's RAM
-# (the kernel would kill the whole batch past it), or DENOISE_MEMORY_BUDGET_GB.
+# Working memory a WHOLE-FILE read may need (read_audio: compat mode, eval, the array API), estimated as
+# decoded float32 samples times the copies held (input, resampled, output, resampled back, headroom); the
+# budget is half the machine's RAM (the kernel would kill the whole batch past it), or
+# DENOISE_MEMORY_BUDGET_GB. Block readers (the streaming engine) hold a few blocks whatever the length.
 def _memory_budget() -> int:
     override = os.environ.get("DENOISE_MEMORY_BUDGET_GB")
     if override:
@@ -58,8 +59,12 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def probe_audio(path: str | Path) -> AudioInfo:
-    """Check that ``path`` is a readable audio file and return its header facts (no samples decoded)."""
+def probe_audio(path: str | Path, *, whole_file: bool = True) -> AudioInfo:
+    """Check that ``path`` is a readable audio file and return its header facts (no samples decoded).
+
+    ``whole_file``: the caller will decode the whole file into memory, so it must fit the memory budget;
+    a block reader passes False (any length).
+    """
     path = Path(path)
     try:
         st = path.stat()
@@ -81,7 +86,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
     checked = AudioInfo(
         path, int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype
     )
-    check_limits(checked)
+    check_limits(checked, whole_file=whole_file)
     if checked.format == "WAV":
         shortfall = _wav_shortfall(path, st.st_size, checked)
         if shortfall is not None:
@@ -92,17 +97,18 @@ def probe_audio(path: str | Path) -> AudioInfo:
     return checked
 
 
-def check_limits(info: AudioInfo) -> None:
-    """Refuse what cannot be sensible: rate outside [MIN_RATE, MAX_RATE], too many channels, too big."""
+def check_limits(info: AudioInfo, *, whole_file: bool = True) -> None:
+    """Refuse what cannot be sensible: rate outside [MIN_RATE, MAX_RATE], too many channels, and (for a
+    whole-file read) more decoded audio than the memory budget holds."""
     if not MIN_RATE <= info.sample_rate <= MAX_RATE:
         raise AudioError(f"sample rate {info.sample_rate:,} Hz is outside {MIN_RATE:,}–{MAX_RATE:,} Hz")
     if info.channels > MAX_CHANNELS:
         raise AudioError(f"{info.channels:,} channels; at most {MAX_CHANNELS} are processed")
     need = info.frames * info.channels * 4 * WORKING_COPIES
-    if need > MEMORY_BUDGET_BYTES:
+    if whole_file and need > MEMORY_BUDGET_BYTES:
         raise AudioError(
             f"would need about {need / 2**30:.1f} GB of memory (budget {MEMORY_BUDGET_BYTES / 2**30:.1f} GB, "
-            "DENOISE_MEMORY_BUDGET_GB); split the file"
+            "DENOISE_MEMORY_BUDGET_GB) to hold the whole file; `denoise run` streams any length"
         )
 
 

@@ -25,7 +25,7 @@ class AudioSource:
     """A checked audio file, read in blocks. ``notes`` are complete after one full :meth:`blocks` pass."""
 
     def __init__(self, path: str | Path) -> None:
-        self.info: AudioInfo = probe_audio(path)
+        self.info: AudioInfo = probe_audio(path, whole_file=False)  # blocks: any length
         self.path = Path(path)
         self.frames_read: int | None = None  # known after a full pass
         self._bad = 0

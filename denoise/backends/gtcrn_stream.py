@@ -2,7 +2,9 @@
 
 The graph (``gtcrn_simple_stream.onnx``, opset 11, manifest name ``gtcrn_simple_stream_onnx``) maps one
 STFT frame ``mix [1, 257, 1, 2]`` plus three state caches to the enhanced frame and the new caches; it
-embeds the ``gtcrn_dns3_stream`` checkpoint. :class:`GtcrnStreamer` frames audio exactly like
+embeds the ``gtcrn_dns3_stream`` checkpoint. It is kept as the reference real-time path of GTCRN's authors;
+the project's own export (``--backend onnx``) carries the same state, runs any GTCRN weights, takes every
+complete frame of a block in one call and is faster per frame (docs/benchmarks.md, "Live streaming"). :class:`GtcrnStreamer` frames audio exactly like
 ``torch.stft(center=True, pad_mode="reflect")`` as it arrives, so pushing a whole file and flushing gives the
 offline torch output (>= 60 dB SNR, tested); :class:`GtcrnStreamBackend` is the engine backend built on it.
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from denoise.backends import FixedDelayStream, NetStream, pad_to_valid
-from denoise.backends.onnx_backend import make_session, sqrt_hann
+from denoise.backends.onnx_backend import make_session
+from denoise.stft import SpecStream
 from denoise_models.spec import spec_of
 
 STREAM_WEIGHTS = "gtcrn_simple_stream_onnx"  # manifest name of the official streaming graph
@@ -33,80 +36,47 @@ class GtcrnStreamer:
     ``push(x)`` returns the newly finished output samples (possibly none); ``flush()`` ends the stream and
     returns the rest. After ``flush`` the total output is ``256 * (n // 256)`` samples for ``n`` pushed (the
     length ``GTCRN.forward`` returns). A streamer holds the network state of one signal: use one per channel.
+    The framing is :class:`denoise.stft.SpecStream`'s; the graph takes one frame per call, with its caches.
     """
 
     def __init__(self, session) -> None:
         self.session = session
-        self.window = sqrt_hann(N_FFT)
-        # OLA normaliser over one hop: sum of the squared windows that overlap there (1 up to rounding).
-        w2 = self.window.astype(np.float64) ** 2
-        self._norm = w2[:HOP] + w2[HOP:]
         shapes = {i.name: i.shape for i in session.get_inputs()}
         self._state = {
             k: np.zeros(shapes[k], dtype=np.float32) for k in ("conv_cache", "tra_cache", "inter_cache")
         }
         self._outputs = [o.name for o in session.get_outputs()]
-        self._raw = np.zeros(0, dtype=np.float32)  # input not yet framed (in padded coordinates)
-        self._seen = 0  # input samples pushed
-        self._frames = 0  # frames processed
-        self._started = False  # start reflection applied
-        self._head = np.zeros(HOP)  # un-normalised OLA tail of the previous frame
-        self._first = np.zeros(0, dtype=np.float32)  # the first 257 samples (for the start reflection)
-        self._tail = np.zeros(0, dtype=np.float32)  # the last 257 samples (for the end reflection)
+        self._framer = SpecStream(self._run, 1, N_FFT, HOP)
+        self._seen = 0
         self.closed = False
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Feed ``samples`` float32 ``[n]``; returns the enhanced samples that are now final (float32 ``[m]``)."""
         if self.closed:
             raise RuntimeError("stream already flushed; make a new GtcrnStreamer")
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._seen += x.size
-        self._tail = np.concatenate([self._tail, x])[-(HOP + 1) :]
-        if not self._started:
-            self._first = np.concatenate([self._first, x])
-            if self._first.size <= HOP:  # the reflection needs samples 1..256
-                return np.zeros(0, dtype=np.float32)
-            x = np.concatenate([self._first[HOP:0:-1], self._first])  # reflect-pad the start
-            self._started = True
-            self._first = np.zeros(0, dtype=np.float32)
-        self._raw = np.concatenate([self._raw, x])
-        return self._drain()
+        x = np.asarray(samples, dtype=np.float32).reshape(1, -1)
+        self._seen += x.shape[1]
+        return self._framer.push(x)[0]
 
     def flush(self) -> np.ndarray:
         """End of input: reflect-pad the end like ``torch.stft(center=True)`` and return the remaining output."""
         if self.closed:
             return np.zeros(0, dtype=np.float32)
-        if not self._started:
-            if self._seen == 0:
-                self.closed = True
-                return np.zeros(0, dtype=np.float32)
-            raise ValueError(f"GTCRN needs more than {HOP} samples, got {self._seen}")
-        self._raw = np.concatenate([self._raw, self._tail[-2::-1][:HOP]])  # reflect-pad the end
-        out = self._drain(final_frames=1 + self._seen // HOP)
         self.closed = True
+        if self._seen == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self._framer.finish()[0]
+
+    def _run(self, spec: np.ndarray) -> np.ndarray:
+        """Frames ``[1, 257, n, 2]`` -> enhanced, one graph call per frame (the graph's shape)."""
+        out = np.empty_like(spec)
+        for t in range(spec.shape[2]):
+            enh, conv, tra, inter = self.session.run(
+                self._outputs, {"mix": spec[:, :, t : t + 1], **self._state}
+            )
+            self._state = {"conv_cache": conv, "tra_cache": tra, "inter_cache": inter}
+            out[:, :, t : t + 1] = enh
         return out
-
-    def _drain(self, final_frames: int | None = None) -> np.ndarray:
-        out: list[np.ndarray] = []
-        while self._raw.size >= N_FFT and (final_frames is None or self._frames < final_frames):
-            frame = self._raw[:N_FFT]
-            self._raw = self._raw[HOP:]
-            out.append(self._step(frame))
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
-
-    def _step(self, frame: np.ndarray) -> np.ndarray:
-        """One analysis frame -> the hop of output it completes (empty for the very first frame)."""
-        spec = np.fft.rfft(frame * self.window)
-        mix = np.stack([spec.real, spec.imag], axis=-1).astype(np.float32)[None, :, None, :]  # [1, 257, 1, 2]
-        enh, conv, tra, inter = self.session.run(self._outputs, {"mix": mix, **self._state})
-        self._state = {"conv_cache": conv, "tra_cache": tra, "inter_cache": inter}
-        z = enh[0, :, 0, 0].astype(np.float64) + 1j * enh[0, :, 0, 1]
-        y = np.fft.irfft(z, n=N_FFT) * self.window
-        done = (self._head + y[:HOP]) / self._norm
-        self._head = y[HOP:]
-        self._frames += 1
-        # padded coordinates: the first hop belongs to the centring pad that torch.istft removes
-        return done if self._frames > 1 else np.zeros(0)
 
 
 def stream_graph_path(onnx_path: str | Path | None = None) -> Path:

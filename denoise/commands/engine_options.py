@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 from denoise.backends import BACKENDS
-from denoise.engine import DenoiserConfig, resolve_arch
+from denoise.engine import DenoiserConfig, resolve_arch, resolve_backend
 from denoise_models.spec import SPECS
 
 
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--weights``, device/backend, chunking, strength and compat options."""
+def add_engine_arguments(p: argparse.ArgumentParser, *, live: bool = False) -> None:
+    """``--model``, ``--weights``, device/backend, chunking, strength and compat options.
+
+    ``live``: the command runs audio as it arrives (``denoise stream``/``live``), so ``--backend`` defaults to
+    ``auto`` and threads to one: a 16 ms hop is far too small to share out over threads.
+    """
     g = p.add_argument_group("model and engine")
     g.add_argument(
         "--model",
@@ -28,9 +32,18 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 … (default: auto)"
     )
-    g.add_argument(
-        "--backend", choices=list(BACKENDS), default="torch", help="inference backend (default: torch)"
-    )
+    if live:
+        g.add_argument(
+            "--backend",
+            choices=["auto", *BACKENDS],
+            default="auto",
+            help="inference backend (default: auto = onnx for GTCRN on a CPU when onnxruntime is installed, "
+            "the fastest per hop; else torch)",
+        )
+    else:
+        g.add_argument(
+            "--backend", choices=list(BACKENDS), default="torch", help="inference backend (default: torch)"
+        )
     g.add_argument(
         "--onnx-path",
         default=None,
@@ -49,7 +62,12 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--overlap-seconds", type=float, default=1.0, help="cross-fade between chunks (default: 1.0)"
     )
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=1 if live else None,
+        help=f"CPU threads (default: {'1' if live else 'all cores'})",
+    )
     g.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16"],
@@ -82,7 +100,7 @@ def engine_config(args: argparse.Namespace) -> DenoiserConfig:
     return DenoiserConfig(
         model=arch,
         weights=args.weights,
-        backend=args.backend,
+        backend=resolve_backend(args.backend, arch, args.device),
         onnx_path=args.onnx_path,
         device=args.device,
         precision=args.precision,

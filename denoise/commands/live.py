@@ -144,7 +144,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-ms", type=float, default=None, help="device block (default: one model frame)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this much audio (default: Ctrl-C)")
     p.add_argument("--quiet", "-q", action="store_true", help="no messages except errors")
-    add_engine_arguments(p)
+    add_engine_arguments(p, live=True)
 
 
 def main(args: argparse.Namespace, layer_factory: Callable[[], DeviceLayer] = SoundDeviceLayer) -> int:

@@ -131,7 +131,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keep the model's start-up delay in the output (lowest latency; output is longer by it)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no messages except errors")
-    add_engine_arguments(p)
+    add_engine_arguments(p, live=True)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ ANSPipeline (whole-file, up to its 120 s; see :mod:`denoise.modelscope_compat`).
 """
 
 from denoise.engine.chunks import chunk_spans
-from denoise.engine.config import DenoiserConfig, Enhanced, resolve_arch
+from denoise.engine.config import DenoiserConfig, Enhanced, resolve_arch, resolve_backend
 from denoise.engine.denoiser import Denoiser
 from denoise.engine.levels import working_level_gain
 from denoise.engine.pipeline import EngineStream
@@ -26,5 +26,6 @@ __all__ = [
     "Enhanced",
     "chunk_spans",
     "resolve_arch",
+    "resolve_backend",
     "working_level_gain",
 ]
