@@ -95,6 +95,8 @@ def _bound_shard(args: tuple[list[str], str]) -> tuple[float, float, float]:
         "torch", arch="gtcrn", weights=weights, device="cpu", precision="fp32", threads=1
     )
     signals = [_load_16k(Path(f))[None] for f in files]
+    if not signals:
+        return 0.0, 0.0, 0.0
     backend.process(signals[0][:, :16000])  # warm-up, as the engine's first file is not the bound's
     start, cpu = time.perf_counter(), time.process_time()
     for x in signals:

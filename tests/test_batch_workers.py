@@ -210,3 +210,38 @@ def test_workers_option_is_checked_before_any_work(
     assert code == 2
     assert "--workers takes 'auto' or a whole number" in capsys.readouterr().err
     assert not (tmp_path / "out" / "a.wav").exists()
+
+
+# ------------------------------------------------------------------ per-file fixed costs
+def test_a_short_file_costs_two_network_calls_and_the_same_result(tmp_path: Path) -> None:
+    """Each call of the torch stream costs over a thousand small kernels, so a 3-5 s file is fed in one
+    call (margins and end padding included) plus the stream's own end; the result is the block-fed one."""
+    from denoise.engine import Denoiser
+    from denoise.engine.chunks import StateRunner
+
+    d = Denoiser(model="gtcrn", weights=None, device="cpu", threads=1)
+    calls: list[int] = []
+    open_stream = d.backend.open_stream
+
+    def counted(batch: int) -> object:
+        stream = open_stream(batch)
+        push, finish = stream._push, stream._finish
+        stream._push = lambda x: (calls.append(x.shape[1]), push(x))[1]
+        stream._finish = lambda: (calls.append(0), finish())[1]
+        return stream
+
+    d.backend.open_stream = counted
+    src = clip(tmp_path / "utt.wav", 3.7, seed=3)
+    d.enhance_file(src, tmp_path / "out.wav")
+    assert len(calls) == 2, calls  # everything, then the end's reflection
+    assert calls[0] % d.backend.hop_length == 0  # padded to whole hops: the flush pads nothing
+    d.backend.open_stream = open_stream
+    x = sf.read(src, dtype="float32")[0][None]
+    block_fed = StateRunner(d.backend, 1, gains=np.ones(1))  # feed=0: a network call per 1000 samples
+    ref = np.concatenate(
+        [*(block_fed.push(x[:, at : at + 1000]) for at in range(0, x.shape[1], 1000)), block_fed.finish()],
+        axis=1,
+    )[0]
+    y = sf.read(tmp_path / "out.wav", dtype="float32")[0]
+    assert y.shape == ref.shape
+    assert np.abs(y - ref).max() < 2e-4  # PCM_16 rounding (3e-5) plus float noise of the stream's split
