@@ -5,14 +5,17 @@ Builds (once, under ``--work``) two folders from REAL audio of ``$DENOISE_SHARED
 fixed seed; every fifth file at 48 kHz, the rest at 16 kHz) and ``long/`` holds ``--long`` files of
 ``--long-seconds`` each (16 kHz). Then, for each folder, one row per configuration:
 
-- ``today``: ``denoise run`` of the code at ``--baseline`` (a git worktree of that commit, made once under
-  ``--work``, run through PYTHONPATH), one process, one thread;
-- ``workers=N``: this checkout's ``denoise run --workers N --threads 1``;
-- ``bound N``: the backend alone (GTCRN's stateful stream, as the engine drives it) over each file's
-  16 kHz samples already in memory, in N processes of one thread: what the network costs, nothing else.
+- ``today (defaults)``: ``denoise run`` of the code at ``--baseline`` (exported once under ``--work`` with
+  ``git archive``, run through PYTHONPATH) with its defaults: one process, torch's own thread count;
+- ``today, --threads 1``: the same with one thread;
+- ``--workers 1 --threads 1`` / ``--workers 2``: this checkout's ``denoise run`` (in-process; two worker
+  processes of one thread each);
+- ``backend only, N process(es)``: the network alone (``TorchBackend.process``, one call per file, its
+  cheapest feed) over each file's 16 kHz samples already in memory, in N processes of one thread (files
+  split evenly; start-up, decoding and resampling untimed): what the network costs, nothing else.
 
-Each row: wall time, CPU time (the process and its children), files/s, audio-s/s, and its ratio to the
-bound with the same parallelism. Results append to ``benchmarks/results.jsonl``; ``--markdown`` prints the
+Each row: wall time (for a run: the whole command, start-up included), CPU time (the process and its
+children), files/s, audio-s/s, its ratio to today's defaults and to the bound with the same parallelism. Results append to ``benchmarks/results.jsonl``; ``--markdown`` prints the
 table for docs/benchmarks.md. Run it on a quiet machine (the load average is printed per row)::
 
     python benchmarks/bench_throughput.py --work /tmp/denoise-throughput --markdown
@@ -165,7 +168,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=4)
     ap.add_argument("--long-seconds", type=float, default=120.0)
     ap.add_argument("--baseline", default="421f57b", help="commit that is 'today' (default: %(default)s)")
-    ap.add_argument("--weights", default="gtcrn_dns3")
+    ap.add_argument("--weights", default="default", help="GTCRN weights (default: the shipped ones)")
     ap.add_argument("--folders", default="short,long")
     ap.add_argument("--markdown", action="store_true")
     opts = ap.parse_args()
@@ -210,8 +213,9 @@ def main() -> None:
 def markdown(rows: list[dict]) -> str:
     """The table for docs/benchmarks.md: each row beside today's and beside the bound of its parallelism."""
     lines = [
-        "| folder | run | files/s | audio-s/s | wall s | CPU s | vs today | bound / this | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| folder | run | files/s | audio-s/s | wall s | CPU s | files/s vs today | bound / this, wall "
+        "| bound / this, CPU | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         same = [r for r in rows if r["folder"] == row["folder"]]
@@ -223,7 +227,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {row['folder']} ({row['files']} files, {row['audio_s']:.0f} s) | {row['config']} "
             f"| {row['files_per_s']:.2f} | {row['audio_s_per_s']:.1f} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} "
             f"| {row['files_per_s'] / today['files_per_s']:.2f}x | {bound['wall_s'] / row['wall_s']:.2f} "
-            f"| {row['load_before']:.1f} |"
+            f"| {bound['cpu_s'] / row['cpu_s']:.2f} | {row['load_before']:.1f} |"
         )
     return "\n".join(lines)
 
