@@ -182,6 +182,7 @@ def main() -> None:
         ("today, --threads 1", today, [*model, *t1], 1),
         ("--workers 1 --threads 1", ROOT, [*model, *t1, "--workers", "1"], 1),
         ("--workers 2", ROOT, [*model, "--workers", "2"], 2),
+        ("--workers 3 (one more than cores)", ROOT, [*model, "--workers", "3"], 2),
         ("backend only, 1 process", None, 1, 1),
         ("backend only, 2 processes", None, 2, 2),
     ]

@@ -166,7 +166,11 @@ class WorkerPool:
                     task = backlog.popleft() if backlog else next(pending, None)
                     if task is None:
                         break
-                    worker.send(task)
+                    try:
+                        worker.send(task)
+                    except OSError:  # it just died: its sentinel is ready, the task waits for another
+                        backlog.appendleft(task)
+                        break
             if not any(w.held for w in self._workers):
                 return
             ready = wait([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers])
