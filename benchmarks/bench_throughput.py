@@ -141,7 +141,8 @@ def measure_run(
     command = [sys.executable, "-m", "denoise", "run", "-i", str(folder), "-o", str(out), "-q", *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # cwd = the code: `python -m` puts the working folder first on sys.path, ahead of PYTHONPATH.
+    done = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -170,6 +171,7 @@ def main() -> None:
     ap.add_argument("--baseline", default="421f57b", help="commit that is 'today' (default: %(default)s)")
     ap.add_argument("--weights", default="default", help="GTCRN weights (default: the shipped ones)")
     ap.add_argument("--folders", default="short,long")
+    ap.add_argument("--only", default="", help="run only the configurations whose label starts with this")
     ap.add_argument("--markdown", action="store_true")
     opts = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # the bound's processes (the runs set their own)
@@ -190,6 +192,8 @@ def main() -> None:
     for name in opts.folders.split(","):
         folder = opts.work / name
         for label, code, what, parallel in configs:
+            if not label.startswith(opts.only):
+                continue
             load = os.getloadavg()[0]
             if code is None:
                 figures = measure_bound(folder, what, opts.weights)
