@@ -7,6 +7,10 @@ only complete results, and the next run removes the temp files a killed one left
 one row in the results manifest (:mod:`denoise.manifest`), which is what resume trusts; a bad file
 costs one line, never the batch; Ctrl-C or SIGTERM ends the run with a summary (exit 130 / 143); the
 exit status is 0 only when nothing failed; one run at a time per output folder (a lock on the folder).
+
+With ``workers`` > 1 the files are denoised by worker processes (:mod:`denoise.workers`); everything
+above still holds and stays here, in the one parent process: a worker that dies costs the file it was
+computing one failed row, and the outputs are the same bytes as with one worker.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from denoise.manifest import (
     settings_hash,
 )
 from denoise.plan import SetupError, check_folders, gather_inputs, plan_outputs, printable
+from denoise.workers import Lost, WorkerPool, resolve_workers
 from denoise_models.atomic import remove_stale_temps
 
 EXIT_OK = 0
@@ -69,6 +74,7 @@ class BatchSummary:
     results: list[FileResult] = field(default_factory=list)
     ignored: list[tuple[Path, str]] = field(default_factory=list)  # walked past: hidden, not audio, ...
     interrupted_by: int = 0  # signal number that ended the run early, 0 if none
+    wall_s: float = 0.0  # wall time of parallel processing (0: the files' own times add up to it)
 
     def count(self, status: Status) -> int:
         return sum(r.status is status for r in self.results)
@@ -82,7 +88,7 @@ class BatchSummary:
     def lines(self) -> list[str]:
         done, skipped, failed = (self.count(s) for s in Status)
         audio = sum(r.seconds for r in self.results if r.status is Status.DONE)
-        wall = sum(r.elapsed for r in self.results if r.status is Status.DONE)
+        wall = self.wall_s or sum(r.elapsed for r in self.results if r.status is Status.DONE)
         speed = f", {audio / wall:.1f}x real time" if wall > 0 else ""
         out = [f"done {done}, skipped {skipped}, failed {failed} ({audio:.1f} s of audio{speed})"]
         reasons: dict[str, int] = {}
@@ -111,6 +117,7 @@ class BatchOptions:
     score: bool = False
     verbose: bool = False
     progress: bool = True
+    workers: int | str = 1
 
 
 class Interrupted(BaseException):
@@ -188,6 +195,7 @@ def run_batch(
     wait: bool = False,
     verbose: bool = False,
     progress: bool = True,
+    workers: int | str = 1,
     echo: Callable[[str], None] | None = None,
 ) -> BatchSummary:
     """Denoise every input (folder walked recursively, single file, or input list) into ``output_dir``.
@@ -196,7 +204,9 @@ def run_batch(
     weights); exceptions it raises propagate (the caller turns them into exit status 2). ``settings``
     are what makes an output (model, weights sha256, engine knobs, format): their hash is recorded and
     resume redoes outputs made with other settings. ``score`` adds DNSMOS SIG/BAK/OVRL of each input and
-    output to its manifest row (``dnsmos_*_before``/``_after``).
+    output to its manifest row (``dnsmos_*_before``/``_after``). ``workers``: processes that denoise
+    (``"auto"``: see :func:`denoise.workers.resolve_workers`; more than 1 needs ``make_denoiser`` to be a
+    :class:`denoise.workers.DenoiserFactory`); 1 runs in this process.
     """
     from tqdm.auto import tqdm
 
@@ -210,7 +220,7 @@ def run_batch(
     if score and importlib.util.find_spec("speechmos") is None:
         raise SetupError("--score needs DNSMOS: pip install speechmos")
     check_folders(input_path, output_dir)
-    opts = BatchOptions(overwrite, suffix, subtype, with_hash, score, verbose, progress)
+    opts = BatchOptions(overwrite, suffix, subtype, with_hash, score, verbose, progress, workers)
     manifest_path = Path(manifest_path or output_dir / MANIFEST_NAME)
     the_settings = {**(settings or {}), "suffix": suffix, "subtype": subtype}
     digest = settings_hash(the_settings)
@@ -275,27 +285,76 @@ def _run_locked(
                 todo.append((decision.source, target))
         if not todo:
             return
-        denoiser = make_denoiser()
-        with tqdm(todo, unit="file", disable=not opts.progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for source, target in bar:
+        workers = resolve_workers(opts.workers, [source for source, _ in todo], make_denoiser)
+        denoiser = make_denoiser() if workers == 1 else None
+        before: dict[Path, dict[str, Any] | None] = {}  # identity of each input taken before its run
+        bar = tqdm(
+            total=len(todo), unit="file", disable=not opts.progress, file=sys.stderr, dynamic_ncols=True
+        )
+
+        def tasks() -> Iterator[tuple[tuple[Path, Path], tuple[Path, Path, str | None]]]:
+            for source, target in todo:
                 bar.set_postfix_str(printable(source.name)[-40:])
-                before = _identity_or_none(source, opts.with_hash)
-                result = process_one(denoiser, source, target, opts.subtype or required_subtype(target))
-                if result.status is Status.DONE and not _unchanged(source, before):
-                    with contextlib.suppress(OSError):  # made from a moving target: not a result
-                        target.unlink()
-                    result.status = Status.FAILED
-                    result.reason = (
-                        "the input changed while it was processed (still being copied?); rerun to redo"
-                    )
-                extra = dict(before or {})
-                if opts.score and result.status is Status.DONE:
-                    try:
-                        extra |= dnsmos_before_after(source, target)
-                    except Exception as err:  # a score is a bonus: never fail a written result over it
-                        result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
-                record(result, extra)
-                say(format_result(result, base))
+                before[source] = _identity_or_none(source, opts.with_hash)
+                yield (source, target), (source, target, opts.subtype or required_subtype(target))
+
+        def finish(result: FileResult) -> None:
+            source, target = result.source, result.target
+            if result.status is Status.DONE and not _unchanged(source, before.get(source)):
+                with contextlib.suppress(OSError):  # made from a moving target: not a result
+                    target.unlink()
+                result.status = Status.FAILED
+                result.reason = (
+                    "the input changed while it was processed (still being copied?); rerun to redo"
+                )
+            extra = dict(before.pop(source, None) or {})
+            if opts.score and result.status is Status.DONE:
+                try:
+                    extra |= dnsmos_before_after(source, target)
+                except Exception as err:  # a score is a bonus: never fail a written result over it
+                    result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
+            record(result, extra)
+            say(format_result(result, base))
+            bar.update()
+
+        with bar:
+            if denoiser is not None:
+                for _, args in tasks():
+                    finish(process_one(denoiser, *args))
+            else:
+                if opts.verbose:
+                    say(f"{workers} worker processes")
+                _run_parallel(make_denoiser, workers, tasks(), finish, summary)
+
+
+def _run_parallel(
+    factory: Any,
+    workers: int,
+    tasks: Iterator[tuple[tuple[Path, Path], tuple[Path, Path, str | None]]],
+    finish: Callable[[FileResult], None],
+    summary: BatchSummary,
+) -> None:
+    """``tasks`` through a :class:`WorkerPool`; each result is finished here, in the parent, as it arrives."""
+
+    def arrived(key: tuple[Path, Path], result: FileResult | Lost) -> None:
+        if isinstance(result, Lost):  # the dead worker left its temp file: its pid says whose it was
+            with contextlib.suppress(OSError):
+                remove_stale_temps(key[1].parent, recursive=False)
+            result = FileResult(*key, Status.FAILED, result.reason)
+        finish(result)
+
+    with WorkerPool(factory, process_one, workers) as pool:
+        start = time.perf_counter()
+        try:
+            with contextlib.closing(pool.run(tasks)) as results:  # closed at once: signals come back
+                for key, result in results:
+                    arrived(key, result)
+        except (KeyboardInterrupt, Interrupted):
+            for key, result in pool.stop():  # finished before the signal: they keep their rows
+                arrived(key, result)
+            raise
+        finally:
+            summary.wall_s = time.perf_counter() - start
 
 
 def _unchanged(source: Path, before: Mapping[str, Any] | None) -> bool:

@@ -48,6 +48,13 @@ def add_arguments(
         action="store_true",
         help="add DNSMOS SIG/BAK/OVRL before and after to the manifest (slower)",
     )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="processes that denoise files side by side, one thread each: a number (1 = in this process), "
+        "or auto = one per physical CPU core when the files hold minutes of audio, else 1; 1 on a GPU "
+        "(default: auto)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for another run on OUTPUT instead of exit 2")
     p.add_argument("--verbose", "-v", action="store_true", help="list the plan, skipped and ignored files")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -67,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     from denoise.batch import EXIT_OK, EXIT_SETUP, SetupError, print_summary, run_batch
     from denoise.manifest import engine_settings
+    from denoise.workers import DenoiserFactory
     from denoise_models import WeightsError
 
     input_path, output_dir = Path(args.input), Path(args.output)
@@ -75,25 +83,22 @@ def _main(args: argparse.Namespace) -> int:
         suffix = ".wav"
     elif args.out_format:
         suffix = "." + args.out_format.lower().lstrip(".")
+    workers = args.workers if args.workers == "auto" else _positive(args.workers)
     try:
         config = engine_config(args)
         settings = engine_settings(config)
     except (WeightsError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SETUP
-
-    def make_denoiser():  # only called when there is work to do
-        from denoise.engine import Denoiser
-
-        denoiser = Denoiser(config)
-        print(f"model {config.model} ({args.weights}) on {denoiser.backend.name}", file=sys.stderr)
-        return denoiser
+    if workers is None:
+        print(f"error: --workers takes 'auto' or a whole number >= 1, not {args.workers!r}", file=sys.stderr)
+        return EXIT_SETUP
 
     try:
         summary = run_batch(
             input_path,
             output_dir,
-            make_denoiser,
+            DenoiserFactory(config, label=args.weights),  # called once, only when there is work to do
             settings=settings,
             overwrite=args.overwrite,
             suffix=suffix,
@@ -104,6 +109,7 @@ def _main(args: argparse.Namespace) -> int:
             wait=args.wait,
             verbose=args.verbose,
             progress=not args.quiet,
+            workers=workers,
         )
     except SetupError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -121,3 +127,7 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_OK
     print_summary(summary)
     return summary.exit_code
+
+
+def _positive(text: str) -> int | None:
+    return int(text) if text.isdigit() and int(text) >= 1 else None

@@ -18,11 +18,13 @@ chunk itself (causal: a chunk is complete when it runs).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from denoise.backends import valid_length
 from denoise.engine.levels import SILENCE_RMS, working_level_gain
 
 
@@ -206,36 +208,62 @@ class StateRunner:
 
     The network sees the same zero margins the chunked path adds, so its output equals one whole-signal
     forward; the outputs that answer the leading margin and the stream's own delay are dropped.
+
+    ``feed`` (samples; 0 = every block at once, live use) holds input back until that much is pending, so
+    the network runs in few long calls: each call of the torch stream has a fixed cost of over a thousand
+    small kernels, which dominated a 3-5 s file fed block by block (docs/benchmarks.md, "Stateful GTCRN").
+    A file shorter than ``feed`` is one call, margins included; the end is padded with the zeros the
+    stream's flush would add in a call of its own (to whole hops), so only the end's reflection is left.
     """
 
-    def __init__(self, backend: Any, channels: int, *, gains: np.ndarray) -> None:
+    def __init__(self, backend: Any, channels: int, *, gains: np.ndarray, feed: int = 0) -> None:
         self.gains = np.asarray(gains, dtype=np.float64)
         self.rows = np.flatnonzero(self.gains != 0.0)
         self.channels = channels
         self.net = backend.open_stream(len(self.rows)) if len(self.rows) else None
         self.margin = 2 * backend.hop_length
-        self.lag = self.net.delay if self.net else 0
-        self._skip = self.margin + self.lag
+        self._valid = functools.partial(valid_length, hop=backend.hop_length, min_samples=backend.min_samples)
+        self.feed = feed
+        self.lag = (self.net.delay + feed) if self.net else 0
+        self._skip = self.margin + (self.net.delay if self.net else 0)
         self._pushed = self._emitted = 0
+        self._fed = 0  # samples given to the network, margins included
+        self._pending: list[np.ndarray] = []  # rows (gain applied) not yet given to the network
+        self._pending_n = 0
         if self.net:
-            self._out(self.net.process(np.zeros((len(self.rows), self.margin), np.float32)))
+            self._hold(np.zeros((len(self.rows), self.margin), np.float32))
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._pushed += x.shape[1]
         if not self.net:  # every channel silent
             out = np.zeros_like(x)
         else:
-            rows = x[self.rows] * self.gains[self.rows, None].astype(np.float32)
-            out = self._out(self.net.process(np.ascontiguousarray(rows)))
+            out = self._hold(x[self.rows] * self.gains[self.rows, None].astype(np.float32))
         self._emitted += out.shape[1]
         return out
 
     def finish(self) -> np.ndarray:
         if not self.net:
             return np.zeros((self.channels, 0), np.float32)
-        tail = self.net.process(np.zeros((len(self.rows), self.margin), np.float32))
+        end = self._fed + self._pending_n + self.margin
+        self._pending.append(np.zeros((len(self.rows), self._valid(end) - end + self.margin), np.float32))
+        tail = self.net.process(self._take_pending())
         out = self._out(np.concatenate([tail, self.net.flush()], axis=1))
         return out[:, : self._pushed - self._emitted]
+
+    def _hold(self, rows: np.ndarray) -> np.ndarray:
+        """Queue ``rows``; run the network over the queue once it holds ``feed`` samples."""
+        self._pending.append(rows)
+        self._pending_n += rows.shape[1]
+        if self._pending_n < self.feed:
+            return np.zeros((self.channels, 0), np.float32)
+        return self._out(self.net.process(self._take_pending()))
+
+    def _take_pending(self) -> np.ndarray:
+        block = np.ascontiguousarray(np.concatenate(self._pending, axis=1))
+        self._pending, self._pending_n = [], 0
+        self._fed += block.shape[1]
+        return block
 
     def _out(self, y: np.ndarray) -> np.ndarray:
         drop = min(self._skip, y.shape[1])

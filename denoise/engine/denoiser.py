@@ -184,7 +184,8 @@ class Denoiser:
         if silent.any():
             notes.append(f"{int(silent.sum())} silent channel(s) left silent")
         if self.stateful:
-            core: ChunkRunner | StateRunner = StateRunner(self.backend, channels, gains=gains)
+            feed = round((self.config.chunk_seconds or self.defaults.chunk_seconds) * self.sample_rate)
+            core: ChunkRunner | StateRunner = StateRunner(self.backend, channels, gains=gains, feed=feed)
         else:
             core = self._chunk_runner(channels, gains=gains, level_dbfs=None)
         pipeline = self._pipeline(core, rate, channels)
