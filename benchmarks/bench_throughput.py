@@ -1,6 +1,6 @@
 """Corpus throughput on one machine: ``denoise run`` today vs ``--workers N``, beside the backend-only bound.
 
-Builds (once, under ``--work``) two folders from REAL audio of ``$DENOISE_SHARED/audio``: ``short/`` holds
+Builds (once, under ``--work``) two folders from REAL audio of the reference data's ``audio/`` (``denoise.tutorial.shared_dir``): ``short/`` holds
 ``--short`` utterances of 3-5 s (clean speech cut at random places, mixed with real noise at 0-15 dB SNR,
 fixed seed; every fifth file at 48 kHz, the rest at 16 kHz) and ``long/`` holds ``--long`` files of
 ``--long-seconds`` each (16 kHz). Then, for each folder, one row per configuration:
@@ -38,7 +38,6 @@ import soundfile as sf
 import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DENOISE_SHARED", ROOT.parent / "shared"))
 NET_RATE = 16000  # the corpus is made at the network's rate (plus some 48 kHz files)
 
 
@@ -57,8 +56,11 @@ def _mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 def build_corpus(work: Path, n_short: int, n_long: int, long_seconds: float, seed: int = 13) -> None:
     """``work/short`` and ``work/long`` from real speech and noise (skipped when already there)."""
     rng = np.random.default_rng(seed)
-    speech = [_load_16k(p) for p in sorted((SHARED / "audio" / "clean_speech").iterdir())]
-    noises = [_load_16k(p) for p in sorted((SHARED / "audio" / "noise").iterdir())]
+    from denoise.tutorial import shared_dir  # the one place that finds the reference data
+
+    audio = shared_dir() / "audio"
+    speech = [_load_16k(p) for p in sorted((audio / "clean_speech").iterdir())]
+    noises = [_load_16k(p) for p in sorted((audio / "noise").iterdir())]
     talk = np.concatenate(speech)  # one long stream of real speech to cut pieces from
     noise_bed = np.concatenate(noises)
 
