@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 IN_FLIGHT = 2  # tasks per worker: the one being computed and the next one, queued
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 10.0  # how long stopped workers get to remove their temp files before they are killed
 # A worker costs a process start (Python, torch, the weights: ~3 s of CPU here), so "auto" starts them only
 # for a batch with more audio than this (GTCRN on one core: ~5 s of work; FRCRN: far more).
-AUTO_MIN_AUDIO_SECONDS = (
-    120.0  # how long stopped workers get to remove their temp files before they are killed
-)
+AUTO_MIN_AUDIO_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
