@@ -58,14 +58,9 @@ class DenoiserFactory:
     @property
     def on_gpu(self) -> bool:
         """True when the model will run on a CUDA device (decided without loading it)."""
-        device = str(self.config.device)
-        if device.startswith("cuda"):
-            return True
-        if device != "auto":
-            return False
-        import torch
+        from denoise.backends.torch_backend import runs_on_gpu
 
-        return bool(torch.cuda.is_available())
+        return runs_on_gpu(str(self.config.device))
 
     def for_worker(self, *, announce: bool) -> DenoiserFactory:
         """A worker's recipe: one intra-op thread unless the user chose a count."""

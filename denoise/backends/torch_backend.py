@@ -33,6 +33,12 @@ def select_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def runs_on_gpu(device: str) -> bool:
+    """True when ``device`` ("auto", "cpu", "cuda", "cuda:1" ...) means a CUDA device, decided without
+    loading a model: what :func:`select_device` would pick, without its errors."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 class TorchBackend:
     """Runs ``model.load_model(arch, weights)`` under ``torch.inference_mode``.
 

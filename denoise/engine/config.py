@@ -106,10 +106,6 @@ def resolve_backend(kind: str, arch: str, device: str) -> str:
 
     if not SPECS[arch].stateful or any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return "torch"
-    if device == "cpu":
-        return "onnx"
-    if device == "auto":
-        import torch
+    from denoise.backends.torch_backend import runs_on_gpu
 
-        return "torch" if torch.cuda.is_available() else "onnx"
-    return "torch"
+    return "torch" if runs_on_gpu(device) else "onnx"
