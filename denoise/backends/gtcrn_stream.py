@@ -5,8 +5,9 @@ STFT frame ``mix [1, 257, 1, 2]`` plus three state caches to the enhanced frame 
 embeds the ``gtcrn_dns3_stream`` checkpoint. It is kept as the reference real-time path of GTCRN's authors;
 the project's own export (``--backend onnx``) carries the same state, runs any GTCRN weights, takes every
 complete frame of a block in one call and is faster per frame (docs/benchmarks.md, "Live streaming").
-:class:`GtcrnStreamer` frames audio exactly like ``torch.stft(center=True, pad_mode="reflect")`` as it arrives, so pushing a whole file and flushing gives the
-offline torch output (>= 60 dB SNR, tested); :class:`GtcrnStreamBackend` is the engine backend built on it.
+:class:`GtcrnStreamer` frames audio exactly like ``torch.stft(center=True, pad_mode="reflect")`` as it
+arrives, so pushing a whole file and flushing gives the offline torch output (>= 60 dB SNR, tested);
+:class:`GtcrnStreamBackend` is the engine backend built on it.
 
 Latency: an output sample is final once both frames that cover it are complete, at most ``n_fft - 1`` = 511
 samples after it; :meth:`GtcrnStreamBackend.open_stream` releases output at that fixed delay (the GTCRN spec's
