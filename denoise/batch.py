@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from denoise.audio import AudioError, check_output_format, required_subtype
+from denoise.engine.batching import FilesTogether, files_in_flight, sort_by_length
 from denoise.manifest import (
     MANIFEST_NAME,
     ManifestWriter,
@@ -38,7 +39,7 @@ from denoise.manifest import (
     read_manifest,
     settings_hash,
 )
-from denoise.plan import SetupError, check_folders, gather_inputs, plan_outputs, printable
+from denoise.plan import SetupError, check_folders, gather_inputs, output_lock, plan_outputs, printable
 from denoise.workers import Lost, WorkerPool, resolve_workers
 from denoise_models.atomic import remove_stale_temps
 
@@ -144,40 +145,6 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def output_lock(
-    output_dir: Path, *, wait: bool = False, echo: Callable[[str], None] = print
-) -> Iterator[None]:
-    """Hold an advisory lock (``fcntl.flock``) on the output folder itself while a run writes to it.
-
-    Locking the folder rather than a lock file leaves nothing behind (a run that fails to start writes
-    nothing) and cannot race with a lock file's removal. Where folders cannot be locked (Windows, some
-    network file systems) the run goes on unlocked.
-    """
-    try:
-        import fcntl
-
-        fd = os.open(output_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise SetupError(
-                    f"another run is writing to {printable(output_dir)}; wait for it to finish or pass --wait"
-                ) from None
-            echo(f"waiting for the other run on {printable(output_dir)} to finish ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass  # this file system cannot lock folders: unlocked, as before
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def run_batch(
@@ -287,6 +254,9 @@ def _run_locked(
             return
         workers = resolve_workers(opts.workers, [source for source, _ in todo], make_denoiser)
         denoiser = make_denoiser() if workers == 1 else None
+        together = files_in_flight(denoiser)
+        if together > 1:  # files share the network's batches: neighbours in length share widths
+            todo = sort_by_length(todo, key=lambda pair: pair[0])
         before: dict[Path, dict[str, Any] | None] = {}  # identity of each input taken before its run
         bar = tqdm(
             total=len(todo), unit="file", disable=not opts.progress, file=sys.stderr, dynamic_ncols=True
@@ -318,23 +288,28 @@ def _run_locked(
             bar.update()
 
         with bar:
-            if denoiser is not None:
+            if denoiser is not None and together == 1:
                 for _, args in tasks():
                     finish(process_one(denoiser, *args))
+            elif denoiser is not None:
+                _run_parallel(FilesTogether(denoiser, process_one, together), tasks(), finish, summary)
+                if opts.verbose:
+                    stats = denoiser.backend.stats
+                    say(f"{stats.calls} network calls, {stats.occupancy:.0%} of their rows carried audio")
             else:
                 if opts.verbose:
                     say(f"{workers} worker processes")
-                _run_parallel(make_denoiser, workers, tasks(), finish, summary)
+                pool = WorkerPool(make_denoiser, process_one, workers)
+                _run_parallel(pool, tasks(), finish, summary)
 
 
 def _run_parallel(
-    factory: Any,
-    workers: int,
+    pool: WorkerPool | FilesTogether,
     tasks: Iterator[tuple[tuple[Path, Path], tuple[Path, Path, str | None]]],
     finish: Callable[[FileResult], None],
     summary: BatchSummary,
 ) -> None:
-    """``tasks`` through a :class:`WorkerPool`; each result is finished here, in the parent, as it arrives."""
+    """``tasks`` through worker processes or threads; each result is finished here, in the main thread."""
 
     def arrived(key: tuple[Path, Path], result: FileResult | Lost) -> None:
         if isinstance(result, Lost):  # the dead worker left its temp file: its pid says whose it was
@@ -343,7 +318,7 @@ def _run_parallel(
             result = FileResult(*key, Status.FAILED, result.reason)
         finish(result)
 
-    with WorkerPool(factory, process_one, workers) as pool:
+    with pool:
         start = time.perf_counter()
         try:
             with contextlib.closing(pool.run(tasks)) as results:  # closed at once: signals come back

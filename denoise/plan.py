@@ -16,8 +16,10 @@ Rules (README "What you can count on"):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,3 +137,37 @@ def gather_inputs(input_path: Path, output_dir: Path) -> tuple[list[Path], Path,
     walk = walk_inputs(input_path, exclude=[output_dir])
     base = input_path if input_path.is_dir() else input_path.parent
     return walk.files, base, walk.skipped
+
+
+@contextlib.contextmanager
+def output_lock(
+    output_dir: Path, *, wait: bool = False, echo: Callable[[str], None] = print
+) -> Iterator[None]:
+    """Hold an advisory lock (``fcntl.flock``) on the output folder itself while a run writes to it.
+
+    Locking the folder rather than a lock file leaves nothing behind (a run that fails to start writes
+    nothing) and cannot race with a lock file's removal. Where folders cannot be locked (Windows, some
+    network file systems) the run goes on unlocked.
+    """
+    try:
+        import fcntl
+
+        fd = os.open(output_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise SetupError(
+                    f"another run is writing to {printable(output_dir)}; wait for it to finish or pass --wait"
+                ) from None
+            echo(f"waiting for the other run on {printable(output_dir)} to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # this file system cannot lock folders: unlocked, as before
+        yield
+    finally:
+        os.close(fd)  # releases the lock

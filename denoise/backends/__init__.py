@@ -69,6 +69,17 @@ def create_backend(kind: str, **options: Any) -> Backend:
     return getattr(importlib.import_module(module), cls)(**options)
 
 
+def run_whole(backend: Backend, x: np.ndarray) -> np.ndarray:
+    """A fresh stream of ``backend`` over the whole of ``x [B, T]``: ``process(x)`` then ``flush()``, ``[B, T +
+    delay]``. A backend that gathers such calls from many signals into batches offers ``stream_whole``
+    (:class:`denoise.engine.batching.BatchGate`)."""
+    whole = getattr(backend, "stream_whole", None)
+    if whole is not None:
+        return whole(x)
+    stream = backend.open_stream(x.shape[0])
+    return np.concatenate([stream.process(x), stream.flush()], axis=1)
+
+
 def valid_length(length: int, hop: int, min_samples: int) -> int:
     """``length`` rounded up to a multiple of ``hop`` and to at least ``min_samples``."""
     return max(min_samples, -(-length // hop) * hop)

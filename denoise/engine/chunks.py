@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from denoise.backends import valid_length
+from denoise.backends import run_whole, valid_length
 from denoise.engine.levels import SILENCE_RMS, working_level_gain
+from denoise_models.spec import spec_of
 
 
 def chunk_spans(
@@ -212,7 +213,8 @@ class StateRunner:
     ``feed`` (samples; 0 = every block at once, live use) holds input back until that much is pending, so
     the network runs in few long calls: each call of the torch stream has a fixed cost of over a thousand
     small kernels, which dominated a 3-5 s file fed block by block (docs/benchmarks.md, "Stateful GTCRN").
-    A file shorter than ``feed`` is one call, margins included; the end is padded with the zeros the
+    A file shorter than ``feed`` is one call, margins included (:func:`denoise.backends.run_whole`, which a
+    :class:`denoise.engine.batching.BatchGate` batches across files); the end is padded with the zeros the
     stream's flush would add in a call of its own (to whole hops), so only the end's reflection is left.
     """
 
@@ -220,22 +222,24 @@ class StateRunner:
         self.gains = np.asarray(gains, dtype=np.float64)
         self.rows = np.flatnonzero(self.gains != 0.0)
         self.channels = channels
-        self.net = backend.open_stream(len(self.rows)) if len(self.rows) else None
+        self.backend = backend
+        self.net: Any = None  # the stream, opened at the first call that is not the whole signal
+        delay = spec_of(backend.arch).stream_delay if len(self.rows) else 0
         self.margin = 2 * backend.hop_length
         self._valid = functools.partial(valid_length, hop=backend.hop_length, min_samples=backend.min_samples)
         self.feed = feed
-        self.lag = (self.net.delay + feed) if self.net else 0
-        self._skip = self.margin + (self.net.delay if self.net else 0)
+        self.lag = (delay + feed) if len(self.rows) else 0
+        self._skip = self.margin + delay
         self._pushed = self._emitted = 0
         self._fed = 0  # samples given to the network, margins included
         self._pending: list[np.ndarray] = []  # rows (gain applied) not yet given to the network
         self._pending_n = 0
-        if self.net:
+        if len(self.rows):
             self._hold(np.zeros((len(self.rows), self.margin), np.float32))
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._pushed += x.shape[1]
-        if not self.net:  # every channel silent
+        if not len(self.rows):  # every channel silent
             out = np.zeros_like(x)
         else:
             out = self._hold(x[self.rows] * self.gains[self.rows, None].astype(np.float32))
@@ -243,12 +247,15 @@ class StateRunner:
         return out
 
     def finish(self) -> np.ndarray:
-        if not self.net:
+        if not len(self.rows):
             return np.zeros((self.channels, 0), np.float32)
         end = self._fed + self._pending_n + self.margin
         self._pending.append(np.zeros((len(self.rows), self._valid(end) - end + self.margin), np.float32))
-        tail = self.net.process(self._take_pending())
-        out = self._out(np.concatenate([tail, self.net.flush()], axis=1))
+        if self.net is None:  # the whole signal in one call: one that batches across files (BatchGate)
+            out = self._out(run_whole(self.backend, self._take_pending()))
+        else:
+            tail = self.net.process(self._take_pending())
+            out = self._out(np.concatenate([tail, self.net.flush()], axis=1))
         return out[:, : self._pushed - self._emitted]
 
     def _hold(self, rows: np.ndarray) -> np.ndarray:
@@ -257,6 +264,8 @@ class StateRunner:
         self._pending_n += rows.shape[1]
         if self._pending_n < self.feed:
             return np.zeros((self.channels, 0), np.float32)
+        if self.net is None:
+            self.net = self.backend.open_stream(len(self.rows))
         return self._out(self.net.process(self._take_pending()))
 
     def _take_pending(self) -> np.ndarray:

@@ -25,6 +25,7 @@ from denoise.audio import (
 )
 from denoise.audio.source import BLOCK_FRAMES, AudioSource
 from denoise.backends import Backend, create_backend
+from denoise.engine.batching import BatchGate
 from denoise.engine.chunks import ChunkRunner, StateRunner
 from denoise.engine.config import DenoiserConfig, Enhanced
 from denoise.engine.levels import SILENCE_RMS, LoudStats, PowerStats
@@ -66,6 +67,8 @@ class Denoiser:
         if self.config.precision != "fp32" and not self.backend.is_gpu:
             raise ValueError(f"--precision {self.config.precision} needs a CUDA device; on CPU use fp32")
         self.batch_size = self.config.batch_size or (8 if self.backend.is_gpu else 1)
+        if self.batch_size > 1:  # every call [batch_size, width], rows shared by files in flight
+            self.backend = BatchGate(self.backend, self.batch_size)
 
     def _make_backend(self) -> Backend:
         c = self.config
