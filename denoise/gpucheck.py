@@ -9,6 +9,8 @@ Checks, each timed and with its peak GPU memory:
 - ``engine_<arch>``: FRCRN and GTCRN through the engine on the device vs CPU: fp32 parity (TF32 off, so
   the comparison is of the same arithmetic), and the bf16 / fp16 autocast error stated;
 - ``batching``: chunks batched on the device give the same output as one chunk at a time;
+- ``files_<arch>``: short files sharing the device's batches (:mod:`denoise.engine.batching`) give the same
+  bits as one file at a time, and files/s both ways (the speed-up of cross-file batching on this GPU);
 - ``onnx_<arch>``: ONNX Runtime's CUDA provider vs its CPU provider on the same graph, and for GTCRN the
   graph's carried state streamed hop by hop on the device (skipped, with a note, when the installed
   onnxruntime has no CUDA provider: ``pip install onnxruntime-gpu``);
@@ -27,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ import numpy as np
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_CUDA = 0, 1, 3
 ARCHS = ("frcrn", "gtcrn")
-CHECKS = ("device", "engine", "batching", "stream", "onnx", "finetune", "ddp")
+CHECKS = ("device", "engine", "batching", "files", "stream", "onnx", "finetune", "ddp")
 FP32_MIN_SNR_DB = 60.0  # device fp32 vs CPU fp32, TF32 off: only summation order differs
 REDUCED_MIN_SNR_DB = 10.0  # bf16 / fp16 autocast: stated, and only a broken path fails (NaN, noise)
 BATCH_MIN_SNR_DB = 60.0  # batched chunks vs one at a time on the same device
@@ -205,6 +206,36 @@ def check_batching(device: str, workdir: Path) -> Result:
     return result
 
 
+def check_files(arch: str, device: str, workdir: Path) -> Result:
+    from denoise.engine import Denoiser
+    from denoise.engine.batching import FilesTogether, files_in_flight
+
+    gpu = device.startswith("cuda")
+    d = Denoiser(model=arch, weights=weights_for(arch, workdir), device=device, batch_size=None if gpu else 4)
+    # lengths that share widths and some that do not; on the CPU self-test, a quarter as long
+    seconds = [s * (1.0 if gpu else 0.25) for s in [3.0, 3.0, 3.0, 4.0, 4.0, 3.5] * (4 if gpu else 1)]
+    signals = [synthetic_speech(s, seed=k) for k, s in enumerate(seconds)]
+    d.enhance(signals[0], 16000)  # warm-up: CUDA context, kernels
+    stats, start = d.backend.stats, time.perf_counter()
+    alone = [d.enhance(x, 16000) for x in signals]
+    alone_s, calls, rows, capacity = time.perf_counter() - start, stats.calls, stats.rows, stats.capacity
+    start = time.perf_counter()
+    with FilesTogether(d, lambda den, k: den.enhance(signals[k], 16000), files_in_flight(d)) as pool:
+        together = dict(pool.run((k, (k,)) for k in range(len(signals))))
+    together_s = time.perf_counter() - start
+    errors = [float(np.max(np.abs(alone[k] - together[k]))) for k in range(len(signals))]
+    return {
+        "files": len(signals),
+        "rows_per_call": d.batch_size,
+        "max_abs_error": max(errors),  # 0.0: the same bits, whatever a file was batched with
+        "files_per_s_alone": round(len(signals) / alone_s, 2),
+        "files_per_s_together": round(len(signals) / together_s, 2),
+        "calls_alone_together": [calls - 1, stats.calls - calls],  # the warm-up's call aside
+        "occupancy_together": round((stats.rows - rows) / max(1, stats.capacity - capacity), 3),
+        "ok": max(errors) == 0.0 and stats.shared > 0,
+    }
+
+
 def check_stream(device: str, workdir: Path) -> Result:
     """GTCRN's carried state on the device (TorchBackend.open_stream): a 48 kHz stereo stream in 20 ms blocks
     against file mode on the CPU; fp32 must agree to the exactness the CPU tests assert (>= 60 dB)."""
@@ -285,59 +316,6 @@ def check_finetune(arch: str, device: str, workdir: Path, steps: int) -> Result:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ddp_worker(rank: int, world: int, device_type: str, port: int, steps: int, out: str) -> None:
-    """One DDP replica: a few GTCRN training steps (train mode: cuDNN's RNN backward needs it)."""
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    from denoise_models import build_model
-
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        device = torch.device(f"cuda:{rank}" if device_type == "cuda" else "cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            torch.cuda.reset_peak_memory_stats()
-        torch.manual_seed(0)  # the same initial weights on every replica (DDP also broadcasts them)
-        net = build_model("gtcrn").to(device).train()
-        model = DistributedDataParallel(net, device_ids=[rank] if device.type == "cuda" else None)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        clean = torch.from_numpy(synthetic_speech(1.0, seed=rank)).to(device)
-        noisy = clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(rank)).to(
-            device
-        )
-        losses = []
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.mse_loss(model(noisy), clean[..., : noisy.shape[-1] // 256 * 256])
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        spread = max(float((g - flat).abs().max()) for g in gathered)
-        peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
-        record = {
-            "rank": rank,
-            "backend": backend,
-            "losses": losses,
-            "replica_spread": spread,
-            "peak_gpu_mb": peak,
-        }
-        Path(out, f"rank{rank}.json").write_text(json.dumps(record))
-    finally:
-        dist.destroy_process_group()
-
-
 def check_ddp(device: str, workdir: Path, steps: int = 3) -> Result:
     import torch
     import torch.multiprocessing as mp
@@ -346,7 +324,9 @@ def check_ddp(device: str, workdir: Path, steps: int = 3) -> Result:
     world = max(1, torch.cuda.device_count()) if device_type == "cuda" else 1
     out = workdir / "ddp"
     out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_ddp_worker, args=(world, device_type, _free_port(), steps, str(out)), nprocs=world, join=True)
+    from denoise.finetune.distributed import free_port, smoke_replica
+
+    mp.spawn(smoke_replica, args=(world, device_type, free_port(), steps, str(out)), nprocs=world, join=True)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
     finite = all(math.isfinite(v) for r in ranks for v in r["losses"])
     identical = all(r["replica_spread"] == 0.0 for r in ranks)
@@ -380,6 +360,9 @@ def run_checks(
             plan[f"engine_{arch}"] = lambda a=arch: check_engine(a, device, workdir, seconds)
     if "batching" in checks:
         plan["batching"] = lambda: check_batching(device, workdir)
+    for arch in archs:
+        if "files" in checks:
+            plan[f"files_{arch}"] = lambda a=arch: check_files(a, device, workdir)
     if "stream" in checks:
         plan["stream"] = lambda: check_stream(device, workdir)
     for arch in archs:

@@ -107,7 +107,7 @@ def test_a_crashing_check_fails_without_stopping_the_others() -> None:
 
 @pytest.mark.slow
 def test_self_test_on_cpu(tmp_path, capsys) -> None:
-    """Device selection, the engine, chunk batching, the GTCRN stream and ONNX Runtime through the check's own
+    """Device selection, the engine, chunk and cross-file batching, the GTCRN stream and ONNX Runtime through the check's own
     code, CPU vs CPU."""
     out = tmp_path / "summary.json"
     argv = [
@@ -116,17 +116,25 @@ def test_self_test_on_cpu(tmp_path, capsys) -> None:
         "--models",
         "gtcrn",
         "--checks",
-        "device,engine,batching,stream,onnx",
+        "device,engine,batching,files,stream,onnx",
         "--out",
         str(out),
     ]
     assert gpucheck.main([*argv, "--workdir", str(tmp_path / "work")]) == gpucheck.EXIT_OK
     summary = json.loads(out.read_text())
     assert summary == json.loads(capsys.readouterr().out)
-    assert set(summary["checks"]) == {"device", "engine_gtcrn", "batching", "stream", "onnx_gtcrn"}
+    assert set(summary["checks"]) == {
+        "device",
+        "engine_gtcrn",
+        "batching",
+        "files_gtcrn",
+        "stream",
+        "onnx_gtcrn",
+    }
     assert all(check["ok"] for check in summary["checks"].values())
     assert summary["checks"]["engine_gtcrn"]["fp32"]["snr_db"] == "inf"  # CPU vs CPU: the same arithmetic
     assert summary["checks"]["batching"]["batch_size"] > 1
+    assert summary["checks"]["files_gtcrn"]["max_abs_error"] == 0.0  # batched with other files: same bits
     assert summary["checks"]["stream"]["snr_db"] == "inf" or summary["checks"]["stream"]["snr_db"] >= 60
 
 

@@ -6,9 +6,13 @@ NCCL between CUDA devices and gloo on CPU. With one process every helper is a no
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,3 +122,52 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(self.per_rank - self.start, 0)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smoke_replica(rank: int, world: int, device_type: str, port: int, steps: int, out: str) -> None:
+    """One DDP replica of ``make gpu-check``'s ``ddp`` check: a few GTCRN training steps (train mode:
+    cuDNN's RNN backward needs it) on a seeded tone in noise; writes ``out/rank{rank}.json`` with the
+    losses and how far this replica's weights are from the others' afterwards (0.0 expected)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from denoise_models import build_model
+
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        device = torch.device(f"cuda:{rank}" if device_type == "cuda" else "cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(0)  # the same initial weights on every replica (DDP also broadcasts them)
+        net = build_model("gtcrn").to(device).train()
+        model = DistributedDataParallel(net, device_ids=[rank] if device.type == "cuda" else None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        noise = torch.Generator().manual_seed(rank)
+        clean = 0.1 * torch.sin(torch.arange(16000) * (2 * math.pi * (150 + 10 * rank) / 16000))[None]
+        noisy = (clean + 0.05 * torch.randn(clean.shape, generator=noise)).to(device)
+        clean = clean.to(device)
+        losses = []
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.mse_loss(model(noisy), clean[..., : noisy.shape[-1] // 256 * 256])
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        spread = max(float((g - flat).abs().max()) for g in gathered)
+        peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+        record = {"rank": rank, "backend": backend, "losses": losses, "replica_spread": spread,
+                  "peak_gpu_mb": peak}  # fmt: skip
+        Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
