@@ -13,6 +13,7 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from corpus_harness import (
     wait_rows,
 )
 
+from denoise.corpus.driver import CorpusOptions, files_per_call
 from denoise.corpus.records import (
     DONE,
     ManifestWriter,
@@ -41,7 +43,7 @@ from denoise.corpus.records import (
     settings_hash,
 )
 from denoise.corpus.storage import list_inputs, output_intact, target_for
-from denoise.corpus.worker import CorpusJob, process_item
+from denoise.corpus.worker import CorpusJob, EnhanceActor, process_item
 from denoise.engine import Denoiser, DenoiserConfig
 
 GTCRN = DenoiserConfig(model="gtcrn", weights="default", threads=1)
@@ -147,6 +149,37 @@ def test_one_item_on_a_worker_equals_enhance_file(tmp_path: Path, gtcrn_weights:
     assert not output_intact(item["output"], record, {})
     bad = process_item(denoiser, {**item, "input": str(tmp_path / "missing.wav")}, job)
     assert bad["status"] == "failed" and bad["reason"] and "\n" not in bad["reason"]
+
+
+def test_a_gpu_actor_denoises_its_batch_side_by_side_with_the_same_bytes(
+    tmp_path: Path, gtcrn_weights: None
+) -> None:
+    """The GPU actor's logic on the CPU: batch_size 4 puts a BatchGate in front of the network; a batch of
+    files shares its calls and gives the bytes the same actor gives one file per call."""
+    clips = make_clips(tmp_path / "in", 6)
+    config = asdict(replace(GTCRN, device="cpu", batch_size=4))
+    job = asdict(CorpusJob(settings_hash="h", weights_sha256="w"))
+    items = [{"input": str(c), "input_size": 1, "input_mtime_ns": 2} for c in clips]
+
+    def run(folder: str, batches: list[list[dict]]) -> tuple[list[dict], int]:
+        actor = EnhanceActor(config, job)
+        records = []
+        for batch in batches:
+            rows = [{**item, "output": str(tmp_path / folder / Path(item["input"]).name)} for item in batch]
+            columns = {key: [row[key] for row in rows] for key in rows[0]}
+            records += [json.loads(r) for r in actor(columns)["record"]]
+        return records, actor.denoiser.backend.stats.shared
+
+    together, shared = run("together", [items])
+    alone, _ = run("alone", [[item] for item in items])
+    assert shared > 0, "the batch's files shared network calls"
+    assert [r["input"] for r in together] == [item["input"] for item in items]  # rows keep their order
+    assert all(r["status"] == DONE for r in together + alone)
+    assert [r["output_sha256"] for r in together] == [r["output_sha256"] for r in alone]
+    cpu = CorpusOptions(input="in", output="out")
+    assert files_per_call(DenoiserConfig(), cpu) == 1
+    assert files_per_call(DenoiserConfig(), replace(cpu, gpus_per_worker=0.5)) == 16
+    assert files_per_call(DenoiserConfig(batch_size=4), cpu) == 8
 
 
 @pytest.mark.slow  # DNSMOS models load in ~10-30 s on a busy 2-core box

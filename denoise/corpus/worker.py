@@ -20,6 +20,7 @@ import numpy as np
 from denoise.audio import AudioError
 from denoise.corpus.records import DONE, FAILED
 from denoise.corpus.storage import filesystem, is_local, sha256_file
+from denoise.engine.batching import FilesTogether, files_in_flight
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ def _node_name() -> str:
 class EnhanceActor:
     """A Ray Data actor: loads the Denoiser once, then turns batches of inputs into manifest rows.
 
+    On a GPU (``batch_size`` > 1) the files of a batch are denoised side by side so their rows share the
+    network's calls (:mod:`denoise.engine.batching`); on a CPU, one after the other.
+
     Rows go back as JSON strings in one ``record`` column, so Arrow never has to agree on a schema for
     optional fields (scores, input hashes) across batches.
     """
@@ -118,8 +122,14 @@ class EnhanceActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         names = list(batch)
-        rows = [dict(zip(names, values, strict=True)) for values in zip(*batch.values(), strict=True)]
-        records = [process_item(self.denoiser, _plain(row), self.job) for row in rows]
+        rows = [_plain(dict(zip(names, values, strict=True))) for values in zip(*batch.values(), strict=True)]
+        together = min(len(rows), files_in_flight(self.denoiser))
+        if together > 1:  # a GPU actor: the batch's files share the network's calls, same bits as alone
+            with FilesTogether(self.denoiser, process_item, together) as pool:
+                done = dict(pool.run((k, (row, self.job)) for k, row in enumerate(rows)))
+            records = [done[k] for k in range(len(rows))]
+        else:
+            records = [process_item(self.denoiser, row, self.job) for row in rows]
         return {"record": [json.dumps(record, default=str) for record in records]}
 
 
