@@ -50,7 +50,11 @@ def add_engine_arguments(p: argparse.ArgumentParser, *, live: bool = False) -> N
         help="exported .onnx graph for --backend onnx (default: the cached export of --weights, made once)",
     )
     g.add_argument(
-        "--batch-size", type=int, default=None, help="chunks per forward pass (default: 1 on CPU, 8 on a GPU)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per forward pass, every pass that shape: a file's chunks and, in a batch, other files' rows "
+        "of the same length side by side (same result as alone) (default: 1 on CPU, 8 on a GPU)",
     )
     g.add_argument(
         "--chunk-seconds",
