@@ -277,30 +277,45 @@ def _run_locked(
                 result.reason = (
                     "the input changed while it was processed (still being copied?); rerun to redo"
                 )
-            extra = dict(before.pop(source, None) or {})
+            extra = dict(before.get(source) or {})
             if opts.score and result.status is Status.DONE:
                 try:
                     extra |= dnsmos_before_after(source, target)
                 except Exception as err:  # a score is a bonus: never fail a written result over it
                     result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
             record(result, extra)
+            before.pop(source, None)  # recorded: no longer "published but without a row"
             say(format_result(result, base))
             bar.update()
 
+        started_ns = time.time_ns()
         with bar:
-            if denoiser is not None and together == 1:
-                for _, args in tasks():
-                    finish(process_one(denoiser, *args))
-            elif denoiser is not None:
-                _run_parallel(FilesTogether(denoiser, process_one, together), tasks(), finish, summary)
-                if opts.verbose:
-                    stats = denoiser.backend.stats
-                    say(f"{stats.calls} network calls, {stats.occupancy:.0%} of their rows carried audio")
-            else:
-                if opts.verbose:
-                    say(f"{workers} worker processes")
-                pool = WorkerPool(make_denoiser, process_one, workers)
-                _run_parallel(pool, tasks(), finish, summary)
+            try:
+                if denoiser is not None and together == 1:
+                    for _, args in tasks():
+                        finish(process_one(denoiser, *args))
+                elif denoiser is not None:
+                    _run_parallel(FilesTogether(denoiser, process_one, together), tasks(), finish, summary)
+                    if opts.verbose:
+                        stats = denoiser.backend.stats
+                        say(f"{stats.calls} network calls, {stats.occupancy:.0%} of their rows carried audio")
+                else:
+                    if opts.verbose:
+                        say(f"{workers} worker processes")
+                    pool = WorkerPool(make_denoiser, process_one, workers)
+                    _run_parallel(pool, tasks(), finish, summary)
+            except (KeyboardInterrupt, Interrupted):
+                _unpublish([target for source, target in todo if source in before], started_ns)
+                raise
+
+
+def _unpublish(targets: list[Path], since_ns: int) -> None:
+    """Remove the outputs an interruption caught between their publication and their manifest row (written
+    since ``since_ns``): every published output has its row; the rerun redoes these files."""
+    for target in targets:
+        with contextlib.suppress(OSError):
+            if target.stat().st_mtime_ns >= since_ns:
+                target.unlink()
 
 
 def _run_parallel(

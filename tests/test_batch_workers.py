@@ -245,3 +245,32 @@ def test_a_short_file_costs_two_network_calls_and_the_same_result(tmp_path: Path
     y = sf.read(tmp_path / "out.wav", dtype="float32")[0]
     assert y.shape == ref.shape
     assert np.abs(y - ref).max() < 2e-4  # PCM_16 rounding (3e-5) plus float noise of the stream's split
+
+
+def test_an_interrupt_between_publishing_and_the_row_unpublishes_the_output(tmp_path: Path) -> None:
+    """Ctrl-C can land after a file was renamed into place but before its manifest row: the run removes that
+    output (every published output has its row), keeps what has rows, and the rerun redoes the file."""
+
+    class PublishThenInterrupted(SlowHalf):
+        def enhance_file(self, src: Path, dst: Path, *, subtype: str | None = None) -> SimpleNamespace:
+            result = super().enhance_file(src, dst, subtype=subtype)
+            if Path(src).name == "b.wav":
+                assert Path(dst).exists()  # published
+                raise KeyboardInterrupt
+            return result
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for k, name in enumerate(["a.wav", "b.wav", "c.wav"]):
+        clip(inp / name, 0.2, seed=k)
+    out.mkdir()
+    clip(out / "c.wav", 0.1, seed=9)  # an older output of c (no row): not this run's, so it stays
+    os.utime(out / "c.wav", ns=(0, 0))
+    summary = run_batch(
+        inp, out, lambda: PublishThenInterrupted(0.0, None), progress=False, echo=lambda _: None
+    )
+    assert summary.exit_code == 130
+    assert [Path(r["input"]).name for r in read_manifest(out / MANIFEST_NAME)] == ["a.wav"]
+    assert sorted(p.name for p in out.glob("*.wav")) == ["a.wav", "c.wav"] and not temps(out)
+    assert sf.info(out / "c.wav").frames == 1600  # untouched
+    rerun = run_batch(inp, out, lambda: SlowHalf(0.0, None), progress=False, echo=lambda _: None)
+    assert rerun.count(Status.SKIPPED) == 1 and rerun.count(Status.DONE) == 2
