@@ -29,6 +29,7 @@ from typing import Any
 
 from denoise.audio import AudioError, check_output_format, required_subtype
 from denoise.engine.batching import FilesTogether, files_in_flight, sort_by_length
+from denoise.interrupts import Interrupted, interruptible, signals_deferred
 from denoise.manifest import (
     MANIFEST_NAME,
     ManifestWriter,
@@ -121,32 +122,6 @@ class BatchOptions:
     workers: int | str = 1
 
 
-class Interrupted(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so every ``with`` block cleans up on its way out."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While active, SIGTERM raises :class:`Interrupted` (nesting is fine: the outer handler is restored)."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread: leave signals to the host program
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_batch(
     input_path: Path,
     output_dir: Path,
@@ -192,7 +167,7 @@ def run_batch(
     the_settings = {**(settings or {}), "suffix": suffix, "subtype": subtype}
     digest = settings_hash(the_settings)
     summary = BatchSummary()
-    with output_lock(output_dir, wait=wait, echo=say), sigterm_interrupts():
+    with output_lock(output_dir, wait=wait, echo=say), interruptible():
         try:
             _run_locked(
                 input_path, output_dir, make_denoiser, summary, manifest_path, digest, the_settings, opts, say
@@ -283,8 +258,9 @@ def _run_locked(
                     extra |= dnsmos_before_after(source, target)
                 except Exception as err:  # a score is a bonus: never fail a written result over it
                     result.notes.append(f"no DNSMOS score ({type(err).__name__}: {err})".splitlines()[0])
-            record(result, extra)
-            before.pop(source, None)  # recorded: no longer "published but without a row"
+            with signals_deferred():  # an interruption lands before the row (unpublished) or after both
+                record(result, extra)
+                before.pop(source, None)  # recorded: no longer "published but without a row"
             say(format_result(result, base))
             bar.update()
 

@@ -28,6 +28,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from denoise.interrupts import signals_deferred
+
 IN_FLIGHT = 2  # tasks per worker: the one being computed and the next one, queued
 STOP_GRACE_S = 10.0  # how long stopped workers get to remove their temp files before they are killed
 # A worker costs a process start (Python, torch, the weights: ~3 s of CPU here), so "auto" starts them only
@@ -272,16 +274,3 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the block ends (they are delivered then)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -77,3 +77,36 @@ def real_clip_16k(seconds: int = 60) -> np.ndarray:
     clip = np.concatenate(pieces)[: seconds * 16000]
     assert clip.shape[0] == seconds * 16000, "the VoiceBank-DEMAND noisy set is shorter than asked"
     return clip
+
+
+def interrupted_run(argv: list[str], manifest: Path, signum: int, *, rows: int = 3) -> tuple[int, str]:
+    """Run ``argv`` (a Python process with this repository importable), send it ``signum`` as a user would
+    once ``manifest`` holds ``rows`` rows (SIGINT to its process group, as a terminal does; SIGTERM to the
+    process), and return its exit status and stderr. Whatever happens, it is gone afterwards."""
+    import signal
+    import subprocess
+    import time
+
+    from denoise.manifest import read_manifest
+
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: SIGINT goes to the group, as a terminal sends it
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_manifest(manifest)) < rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO
+from conftest import interrupted_run
 
 from denoise.batch import Status, run_batch
 from denoise.engine import Denoiser
@@ -170,24 +169,10 @@ def test_an_interrupted_batched_run_leaves_only_whole_files_with_their_rows(
     inp, out = tmp_path / "in", tmp_path / "out"
     for k in range(40):
         clip(inp / f"f{k:02d}.wav", 0.3 + 0.01 * (k % 3), seed=k)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(inp), str(out)],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    code, err = interrupted_run(
+        [sys.executable, "-c", RUNNER, str(inp), str(out)], out / MANIFEST_NAME, signum
     )
-    try:
-        deadline = time.monotonic() + 60
-        while len(read_manifest(out / MANIFEST_NAME)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signum, err
+    assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err, err
     rows = read_manifest(out / MANIFEST_NAME)
     assert 3 <= len(rows) < 40 and all(r["status"] == "done" for r in rows)

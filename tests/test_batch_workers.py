@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO
+from conftest import interrupted_run
 
 import denoise.workers as workers
 from denoise.audio import AudioSink, read_audio
@@ -141,28 +140,9 @@ def test_an_interrupted_run_stops_its_workers_and_leaves_only_whole_files(
     inp, out, pids = tmp_path / "in", tmp_path / "out", tmp_path / "pids"
     for k in range(40):
         clip(inp / f"f{k:02d}.wav", 0.2, seed=k)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER.format(tests=str(TESTS)), str(inp), str(out), str(pids)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: SIGINT goes to the group, as a terminal sends it
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(read_manifest(out / MANIFEST_NAME)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if signum == signal.SIGINT:
-            os.killpg(proc.pid, signum)
-        else:
-            proc.send_signal(signum)
-        err = proc.communicate(timeout=60)[1]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signum, err
+    argv = [sys.executable, "-c", RUNNER.format(tests=str(TESTS)), str(inp), str(out), str(pids)]
+    code, err = interrupted_run(argv, out / MANIFEST_NAME, signum)
+    assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err, err
     rows = read_manifest(out / MANIFEST_NAME)
     assert 3 <= len(rows) < 40

@@ -61,10 +61,11 @@ def add_arguments(
 
 
 def main(args: argparse.Namespace) -> int:
-    from denoise.batch import EXIT_INTERRUPTED, Interrupted, sigterm_interrupts
+    from denoise.batch import EXIT_INTERRUPTED
+    from denoise.interrupts import Interrupted, interruptible
 
     try:
-        with sigterm_interrupts():  # from the start: a TERM while torch imports still ends cleanly
+        with interruptible():  # from the start: a TERM while torch imports still ends cleanly
             return _main(args)
     except (KeyboardInterrupt, Interrupted) as err:  # before the batch started: nothing was written
         print("interrupted — nothing was written", file=sys.stderr)
