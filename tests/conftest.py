@@ -89,13 +89,19 @@ def interrupted_run(argv: list[str], manifest: Path, signum: int, *, rows: int =
 
     from denoise.manifest import read_manifest
 
-    proc = subprocess.Popen(
-        argv,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: SIGINT goes to the group, as a terminal sends it
-    )
+    # As in a terminal, the run must not start with Ctrl-C ignored: a shell without job control (some CI
+    # runners) starts background jobs so, ignored signals stay ignored across exec, and Python honours that.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: SIGINT goes to the group, as a terminal sends it
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 60
         while len(read_manifest(manifest)) < rows and time.monotonic() < deadline:
